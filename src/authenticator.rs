@@ -1,0 +1,363 @@
+//! [`Authenticator`]: the one road a request travels — credentials, token,
+//! user — to an [`Authenticated`] identity. The layer, the extractors, the
+//! token endpoint and a plain hyper service all call it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Response;
+use http::request::Parts;
+use http_body_util::Full;
+
+use crate::credentials::{CredentialKind, Credentials};
+use crate::error::{
+    AuthError, ConfigError, ErrorRenderer, GrantError, RenderError, TokenRejection, is_valid_realm,
+};
+use crate::login::{PasswordGrant, TokenResponse};
+use crate::password::{PasswordError, PasswordHasher};
+use crate::scope::{InvalidScope, RequireScopes, Scopes};
+use crate::token::{Claims, ExtraClaims, TokenCodec};
+use crate::user::{AuthUser, DynUserStore, UserStore};
+
+/// An authenticated request's identity: the user as the store returned it
+/// and the verified claims. The layer puts it into the request's extensions;
+/// the axum extractors hand it to handlers.
+#[derive(Debug)]
+pub struct Authenticated<U, X = ()> {
+    /// The user the token's `sub` names, freshly loaded for this request.
+    pub user: U,
+    /// The token's verified claims.
+    pub claims: Arc<Claims<X>>,
+    /// Where the token was found.
+    pub credential: CredentialKind,
+}
+
+impl<U: Clone, X> Clone for Authenticated<U, X> {
+    fn clone(&self) -> Self {
+        Authenticated {
+            user: self.user.clone(),
+            claims: Arc::clone(&self.claims),
+            credential: self.credential,
+        }
+    }
+}
+
+type ClaimsFor<U, X> = dyn Fn(&U) -> X + Send + Sync;
+
+struct Inner<U, X> {
+    store: Box<dyn DynUserStore<U>>,
+    codec: TokenCodec,
+    credentials: Credentials,
+    passwords: PasswordHasher,
+    renderer: ErrorRenderer,
+    extra_claims: Box<ClaimsFor<U, X>>,
+}
+
+/// Authenticates requests and logs users in. Cheap to clone (one `Arc`).
+///
+/// ```
+/// use tower_auth::{Authenticator, Key, MemoryUserStore, SimpleUser, TokenCodec};
+///
+/// let codec = TokenCodec::builder(Key::hs256(&[42; 32]).unwrap()).build().unwrap();
+/// let auth: Authenticator<SimpleUser> = Authenticator::builder(MemoryUserStore::new(), codec)
+///     .realm("example")
+///     .build()
+///     .unwrap();
+/// ```
+pub struct Authenticator<U, X = ()> {
+    inner: Arc<Inner<U, X>>,
+}
+
+impl<U, X> Clone for Authenticator<U, X> {
+    fn clone(&self) -> Self {
+        Authenticator {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<U, X> fmt::Debug for Authenticator<U, X> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("codec", &self.inner.codec)
+            .field("credentials", &self.inner.credentials)
+            .field("passwords", &self.inner.passwords)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures an [`Authenticator`].
+#[must_use]
+pub struct AuthenticatorBuilder<U, X = ()> {
+    store: Box<dyn DynUserStore<U>>,
+    codec: TokenCodec,
+    credentials: Credentials,
+    passwords: Option<PasswordHasher>,
+    realm: String,
+    render_hook: Option<Arc<dyn RenderError>>,
+    extra_claims: Box<ClaimsFor<U, X>>,
+}
+
+impl<U: AuthUser, X: ExtraClaims> AuthenticatorBuilder<U, X> {
+    /// Where to look for tokens. Default: [`Credentials::bearer`].
+    pub fn credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    /// The password hasher used by login. Default: [`PasswordHasher::new`].
+    pub fn passwords(mut self, passwords: PasswordHasher) -> Self {
+        self.passwords = Some(passwords);
+        self
+    }
+
+    /// The `realm` of every `WWW-Authenticate` challenge. Default:
+    /// `"tower-auth"`.
+    pub fn realm(mut self, realm: impl Into<String>) -> Self {
+        self.realm = realm.into();
+        self
+    }
+
+    /// Replaces the error responses everywhere; see [`RenderError`].
+    pub fn render_errors(mut self, hook: impl RenderError) -> Self {
+        self.render_hook = Some(Arc::new(hook));
+        self
+    }
+
+    /// The app's own claims for a user's new tokens (issued by login).
+    /// Changes the claims type to `Y`.
+    pub fn extra_claims<Y: ExtraClaims>(
+        self,
+        claims_for: impl Fn(&U) -> Y + Send + Sync + 'static,
+    ) -> AuthenticatorBuilder<U, Y> {
+        AuthenticatorBuilder {
+            store: self.store,
+            codec: self.codec,
+            credentials: self.credentials,
+            passwords: self.passwords,
+            realm: self.realm,
+            render_hook: self.render_hook,
+            extra_claims: Box::new(claims_for),
+        }
+    }
+
+    /// Checks the configuration.
+    pub fn build(self) -> Result<Authenticator<U, X>, ConfigError> {
+        self.credentials.validate()?;
+        if !is_valid_realm(&self.realm) {
+            return Err(ConfigError::InvalidRealm);
+        }
+        Ok(Authenticator {
+            inner: Arc::new(Inner {
+                store: self.store,
+                codec: self.codec,
+                credentials: self.credentials,
+                passwords: self.passwords.unwrap_or_default(),
+                renderer: ErrorRenderer::new(self.realm.into(), self.render_hook),
+                extra_claims: self.extra_claims,
+            }),
+        })
+    }
+}
+
+impl<U: AuthUser> Authenticator<U> {
+    /// Starts an authenticator over the app's user store and a token codec.
+    pub fn builder<S>(store: S, codec: TokenCodec) -> AuthenticatorBuilder<U>
+    where
+        S: UserStore<User = U>,
+    {
+        AuthenticatorBuilder {
+            store: Box::new(store),
+            codec,
+            credentials: Credentials::bearer(),
+            passwords: None,
+            realm: "tower-auth".to_owned(),
+            render_hook: None,
+            extra_claims: Box::new(|_| ()),
+        }
+    }
+}
+
+impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
+    /// Authenticates a request that must carry credentials: none ->
+    /// [`AuthError::MissingCredentials`].
+    pub async fn authenticate(&self, parts: &Parts) -> Result<Authenticated<U, X>, AuthError> {
+        self.authenticate_optional(parts)
+            .await?
+            .ok_or(AuthError::MissingCredentials)
+    }
+
+    /// Authenticates a request on which credentials are optional: none ->
+    /// `Ok(None)`. Credentials that are present but bad are still an error
+    /// (a client holding a broken token must learn it, not be served as
+    /// anonymous).
+    pub async fn authenticate_optional(
+        &self,
+        parts: &Parts,
+    ) -> Result<Option<Authenticated<U, X>>, AuthError> {
+        let result = match self.inner.credentials.extract(parts) {
+            Ok(Some(found)) => self
+                .authenticate_token(&found.token, found.kind)
+                .await
+                .map(Some),
+            Ok(None) => Ok(None),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = &result {
+            log_rejection(err);
+        }
+        result
+    }
+
+    /// Verifies `token` and loads its user: the part of the road after the
+    /// token has been found.
+    pub async fn authenticate_token(
+        &self,
+        token: &str,
+        credential: CredentialKind,
+    ) -> Result<Authenticated<U, X>, AuthError> {
+        let claims = self.inner.codec.verify::<X>(token)?;
+        let user = self
+            .inner
+            .store
+            .find_by_subject(&claims.sub)
+            .await
+            .map_err(AuthError::UserStore)?
+            .ok_or(AuthError::InvalidToken(TokenRejection::UnknownUser))?;
+        if !user.is_active() {
+            return Err(AuthError::InvalidToken(TokenRejection::InactiveUser));
+        }
+        if claims.token_version.unwrap_or(0) != user.token_version() {
+            return Err(AuthError::InvalidToken(TokenRejection::Revoked));
+        }
+        tracing::debug!(sub = %claims.sub, ?credential, "request authenticated");
+        Ok(Authenticated {
+            user,
+            claims: Arc::new(claims),
+            credential,
+        })
+    }
+
+    /// The OAuth2 password grant: checks the password (off the async
+    /// workers), grants the requested scopes the user holds (all of them
+    /// when none are requested) and issues an access token. Unknown user,
+    /// wrong password and disabled user all give the same
+    /// [`GrantError::InvalidGrant`], at the same cost.
+    pub async fn login(&self, grant: &PasswordGrant) -> Result<TokenResponse, AuthError> {
+        let passwords = &self.inner.passwords;
+        let user = self
+            .inner
+            .store
+            .find_by_username(&grant.username)
+            .await
+            .map_err(|err| {
+                tracing::error!(error = %err, "user store failed during login");
+                AuthError::UserStore(err)
+            })?;
+        let Some((user, stored)) = user.as_ref().and_then(|u| Some((u, u.password_hash()?))) else {
+            passwords.verify_unknown_user(&grant.password).await;
+            tracing::info!(
+                outcome = "invalid_grant",
+                reason = "unknown_user",
+                "login refused"
+            );
+            return Err(GrantError::InvalidGrant.into());
+        };
+        let matches = match passwords.verify(&grant.password, stored).await {
+            Ok(matches) => matches,
+            Err(PasswordError::TooLong) => false,
+            Err(err) => {
+                tracing::error!(sub = user.subject(), error = %err, "stored password hash unusable");
+                false
+            }
+        };
+        if !matches || !user.is_active() {
+            let reason = if matches {
+                "inactive_user"
+            } else {
+                "wrong_password"
+            };
+            tracing::info!(
+                sub = user.subject(),
+                outcome = "invalid_grant",
+                reason,
+                "login refused"
+            );
+            return Err(GrantError::InvalidGrant.into());
+        }
+        let allowed = user.allowed_scopes();
+        let scope = match &grant.scope {
+            Some(requested) => requested.intersection(&allowed),
+            None => allowed,
+        };
+        let codec = &self.inner.codec;
+        let claims = codec.new_claims(
+            user.subject(),
+            scope,
+            user.token_version(),
+            (self.inner.extra_claims)(user),
+        );
+        let access_token = codec.issue(&claims)?;
+        tracing::info!(
+            sub = user.subject(),
+            outcome = "token_issued",
+            "login succeeded"
+        );
+        Ok(TokenResponse::bearer(
+            access_token,
+            codec.access_lifetime(),
+            claims.scope,
+        ))
+    }
+
+    /// The response for `error`: status, `WWW-Authenticate`, JSON body,
+    /// passed through the app's [`RenderError`] hook if one is set.
+    pub fn error_response(&self, error: &AuthError) -> Response<Full<Bytes>> {
+        self.inner.renderer.render(error)
+    }
+
+    /// A layer that requires every scope in `scopes`, rendering its
+    /// rejections like this authenticator.
+    pub fn require_scopes<I, T>(&self, scopes: I) -> Result<RequireScopes, InvalidScope>
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<str>,
+    {
+        Ok(RequireScopes::new(
+            Scopes::try_from_iter(scopes)?,
+            self.inner.renderer.clone(),
+        ))
+    }
+
+    pub(crate) fn renderer(&self) -> &ErrorRenderer {
+        &self.inner.renderer
+    }
+
+    /// The token codec.
+    pub fn codec(&self) -> &TokenCodec {
+        &self.inner.codec
+    }
+
+    /// The password hasher.
+    pub fn passwords(&self) -> &PasswordHasher {
+        &self.inner.passwords
+    }
+
+    /// The credential sources.
+    pub fn credentials(&self) -> &Credentials {
+        &self.inner.credentials
+    }
+}
+
+/// One log line per rejected request: a reason code, never request text.
+fn log_rejection(err: &AuthError) {
+    match err {
+        AuthError::MissingCredentials => {}
+        AuthError::UserStore(source) => tracing::error!(error = %source, "user store failed"),
+        AuthError::InvalidToken(reason) => {
+            tracing::debug!(reason = reason.reason_code(), "token refused");
+        }
+        other => tracing::debug!(reason = %other, "request refused"),
+    }
+}

@@ -1,0 +1,231 @@
+//! axum extractors and a ready token endpoint (feature `axum`).
+//!
+//! | extractor | gives | when the request has no valid identity |
+//! | --- | --- | --- |
+//! | [`Authenticated<U, X>`] | user + claims | the error response (401/400) |
+//! | `Option<Authenticated<U, X>>` | `None` when no credentials were sent | bad credentials: 401 |
+//! | [`Scoped<R, U, X>`] | identity holding every scope of `R` | 401, or 403 `insufficient_scope` |
+//! | [`Claims<X>`] | the verified claims | needs [`AuthLayer`](crate::AuthLayer) upstream |
+//!
+//! The identity extractors use what [`AuthLayer`](crate::AuthLayer) put into
+//! the request; without the layer they run the [`Authenticator`] taken from
+//! the router state (`FromRef`), like FastAPI's `Depends`. Either way the
+//! rejections are the authenticator's error responses. Router state `()`
+//! without the layer is a programming error: 500 with a message saying so.
+//!
+//! ```
+//! use axum::{routing::{get, post}, Router};
+//! use tower_auth::{axum::token_endpoint, Authenticated, Authenticator, SimpleUser};
+//!
+//! async fn me(auth: Authenticated<SimpleUser>) -> String {
+//!     auth.user.username
+//! }
+//!
+//! fn app(auth: Authenticator<SimpleUser>) -> Router {
+//!     Router::new()
+//!         .route("/token", post(token_endpoint::<SimpleUser, ()>))
+//!         .route("/me", get(me))
+//!         .with_state(auth)
+//! }
+//! ```
+
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts, Request, State};
+use axum::response::{IntoResponse, Response};
+use http::request::Parts;
+
+use crate::authenticator::{Authenticated, Authenticator};
+use crate::error::{AuthError, ErrorRenderer};
+use crate::layer::LayerRenderer;
+use crate::scope::{Scopes, check_scopes};
+use crate::token::{Claims, ExtraClaims};
+use crate::user::AuthUser;
+
+/// Router states the identity extractors can take an [`Authenticator`] from:
+/// every state that has one through `FromRef`, and `()` (relying on the
+/// layer).
+pub trait AuthenticatorState<U, X>: Send + Sync {
+    /// The state's authenticator, if it has one.
+    fn authenticator(&self) -> Option<Authenticator<U, X>>;
+}
+
+impl<S, U, X> AuthenticatorState<U, X> for S
+where
+    Authenticator<U, X>: FromRef<S>,
+    S: Send + Sync,
+{
+    fn authenticator(&self) -> Option<Authenticator<U, X>> {
+        Some(Authenticator::from_ref(self))
+    }
+}
+
+impl<U, X> AuthenticatorState<U, X> for () {
+    fn authenticator(&self) -> Option<Authenticator<U, X>> {
+        None
+    }
+}
+
+/// The layer's authenticator (it puts itself into the extensions), else the
+/// state's.
+fn find_authenticator<U, X, S>(parts: &Parts, state: &S) -> Result<Authenticator<U, X>, Response>
+where
+    U: AuthUser,
+    X: ExtraClaims,
+    S: AuthenticatorState<U, X>,
+{
+    if let Some(auth) = parts.extensions.get::<Authenticator<U, X>>() {
+        return Ok(auth.clone());
+    }
+    state.authenticator().ok_or_else(|| {
+        let message =
+            "an Authenticated extractor needs AuthLayer or an Authenticator in the router state";
+        tracing::error!("{message}");
+        ErrorRenderer::default()
+            .render(&AuthError::Internal(message))
+            .into_response()
+    })
+}
+
+impl<U, X, S> FromRequestParts<S> for Authenticated<U, X>
+where
+    U: AuthUser,
+    X: ExtraClaims,
+    S: AuthenticatorState<U, X>,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(identity) = parts.extensions.get::<Authenticated<U, X>>() {
+            return Ok(identity.clone());
+        }
+        let auth = find_authenticator(parts, state)?;
+        auth.authenticate(parts)
+            .await
+            .map_err(|err| auth.error_response(&err).into_response())
+    }
+}
+
+impl<U, X, S> OptionalFromRequestParts<S> for Authenticated<U, X>
+where
+    U: AuthUser,
+    X: ExtraClaims,
+    S: AuthenticatorState<U, X>,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        if let Some(identity) = parts.extensions.get::<Authenticated<U, X>>() {
+            return Ok(Some(identity.clone()));
+        }
+        let auth = find_authenticator(parts, state)?;
+        auth.authenticate_optional(parts)
+            .await
+            .map_err(|err| auth.error_response(&err).into_response())
+    }
+}
+
+/// The scopes a [`Scoped`] extractor requires.
+///
+/// ```
+/// use tower_auth::axum::ScopeRequirement;
+///
+/// struct ReadItems;
+/// impl ScopeRequirement for ReadItems {
+///     const SCOPES: &'static [&'static str] = &["me", "items"];
+/// }
+/// ```
+pub trait ScopeRequirement: Send + Sync + 'static {
+    /// Every scope the identity must hold.
+    const SCOPES: &'static [&'static str];
+}
+
+/// An identity that holds every scope of `R`; 403 `insufficient_scope`
+/// otherwise (401 when there is no identity). Derefs to [`Authenticated`].
+pub struct Scoped<R, U, X = ()> {
+    /// The identity.
+    pub identity: Authenticated<U, X>,
+    _requirement: PhantomData<fn() -> R>,
+}
+
+impl<R, U, X> Deref for Scoped<R, U, X> {
+    type Target = Authenticated<U, X>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.identity
+    }
+}
+
+impl<R, U, X, S> FromRequestParts<S> for Scoped<R, U, X>
+where
+    R: ScopeRequirement,
+    U: AuthUser,
+    X: ExtraClaims,
+    S: AuthenticatorState<U, X>,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let identity =
+            <Authenticated<U, X> as FromRequestParts<S>>::from_request_parts(parts, state).await?;
+        let granted = &identity.claims.scope;
+        if R::SCOPES.iter().any(|scope| !granted.contains(scope)) {
+            let auth = find_authenticator(parts, state)?;
+            let required = Scopes::try_from_iter(R::SCOPES).map_err(|_| {
+                auth.error_response(&AuthError::Internal(
+                    "a ScopeRequirement names an invalid scope",
+                ))
+                .into_response()
+            })?;
+            if let Err(err) = check_scopes(&required, Some(granted)) {
+                return Err(auth.error_response(&err).into_response());
+            }
+        }
+        Ok(Scoped {
+            identity,
+            _requirement: PhantomData,
+        })
+    }
+}
+
+impl<X, S> FromRequestParts<S> for Claims<X>
+where
+    X: ExtraClaims,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(claims) = parts.extensions.get::<Arc<Claims<X>>>() {
+            return Ok(Claims::clone(claims));
+        }
+        // The layer ran (optional mode) and found no credentials.
+        if let Some(LayerRenderer(renderer)) = parts.extensions.get::<LayerRenderer>() {
+            return Err(renderer
+                .render(&AuthError::MissingCredentials)
+                .into_response());
+        }
+        let message = "the Claims extractor needs AuthLayer in front of the route";
+        tracing::error!("{message}");
+        Err(ErrorRenderer::default()
+            .render(&AuthError::Internal(message))
+            .into_response())
+    }
+}
+
+/// The token endpoint as an axum handler: `post(token_endpoint::<User, ()>)`
+/// on a router whose state provides an [`Authenticator`]. See
+/// [`login`](crate::login) for the request and responses.
+pub async fn token_endpoint<U: AuthUser, X: ExtraClaims>(
+    State(auth): State<Authenticator<U, X>>,
+    request: Request,
+) -> Response {
+    crate::login::token_endpoint(&auth, request)
+        .await
+        .into_response()
+}

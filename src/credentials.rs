@@ -1,0 +1,554 @@
+//! Where a request's access token is found: the `Authorization: Bearer`
+//! header, a query parameter, or a cookie.
+//!
+//! # Rules
+//!
+//! - **Bearer header.** The scheme is compared case-insensitively and must be
+//!   followed by exactly one space and one RFC 7235 `token68` (`Bearer`
+//!   alone, a tab, two tokens, non-ASCII bytes -> 400 `invalid_request`).
+//!   Another scheme (`Basic …`) or no header means "no credentials". Two or
+//!   more `Authorization` headers -> 400.
+//! - **Query parameter** (off by default). Read only on WebSocket upgrade
+//!   requests (`GET` with `Upgrade: websocket`), unless
+//!   [`allow_query_everywhere`](Credentials::allow_query_everywhere) is set:
+//!   elsewhere a query token would leak into logs, history and `Referer`, so
+//!   it is never decoded. A repeated parameter -> 400.
+//! - **Cookie** (off by default). Every `Cookie` header line is read (HTTP/2
+//!   may split them); two cookies of that name -> 400, even with equal
+//!   values.
+//! - An empty query parameter or cookie counts as absent.
+//! - A token found by more than one source -> 400 `invalid_request`
+//!   (RFC 6750 §2), unless [`Precedence::FirstInOrder`] is configured, in
+//!   which case the first source in the configured order wins (for browser
+//!   apps that may hold a stale cookie next to a fresh header).
+//! - A token longer than [`max_token_len`](Credentials::max_token_len)
+//!   (default 8 KiB) -> 401 `invalid_token`, before anything decodes it.
+
+use std::borrow::Cow;
+
+use http::header::{AUTHORIZATION, COOKIE, UPGRADE};
+use http::request::Parts;
+use http::{HeaderValue, Method};
+
+use crate::error::{AuthError, ConfigError, TokenRejection};
+
+/// The default cap on a token's length, in bytes.
+pub const DEFAULT_MAX_TOKEN_LEN: usize = 8 * 1024;
+
+/// Where a token came from. The Origin guard and sliding expiry care:
+/// a cookie is an ambient credential, a header is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CredentialKind {
+    /// `Authorization: Bearer …`.
+    Bearer,
+    /// A query parameter.
+    Query,
+    /// A cookie.
+    Cookie,
+}
+
+/// One place to look for a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// The `Authorization: Bearer` header.
+    Bearer,
+    /// The query parameter with this name.
+    Query(String),
+    /// The cookie with this name.
+    Cookie(String),
+}
+
+impl TokenSource {
+    fn kind(&self) -> CredentialKind {
+        match self {
+            TokenSource::Bearer => CredentialKind::Bearer,
+            TokenSource::Query(_) => CredentialKind::Query,
+            TokenSource::Cookie(_) => CredentialKind::Cookie,
+        }
+    }
+}
+
+/// What to do when a request carries a token in more than one source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precedence {
+    /// 400 `invalid_request` (RFC 6750 §2). The default.
+    #[default]
+    Reject,
+    /// The first source in the configured order wins.
+    FirstInOrder,
+}
+
+/// A token found in a request, borrowed from it where possible.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FoundToken<'a> {
+    /// The token text.
+    pub token: Cow<'a, str>,
+    /// Where it was found.
+    pub kind: CredentialKind,
+}
+
+impl std::fmt::Debug for FoundToken<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FoundToken")
+            .field("token", &"[redacted]")
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+/// Which sources to read, in which order, and the rules for reading them.
+/// See the [module docs](self).
+///
+/// ```
+/// use tower_auth::{Credentials, Precedence};
+///
+/// // Header first, then the `access_token` cookie; header wins if both.
+/// let credentials = Credentials::bearer()
+///     .cookie("access_token")
+///     .precedence(Precedence::FirstInOrder);
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct Credentials {
+    sources: Vec<TokenSource>,
+    precedence: Precedence,
+    query_everywhere: bool,
+    max_token_len: usize,
+}
+
+impl Default for Credentials {
+    fn default() -> Self {
+        Self::bearer()
+    }
+}
+
+impl Credentials {
+    /// The `Authorization: Bearer` header only: the default.
+    pub fn bearer() -> Self {
+        Self::from_sources([TokenSource::Bearer])
+    }
+
+    /// Exactly these sources, in this order.
+    pub fn from_sources(sources: impl IntoIterator<Item = TokenSource>) -> Self {
+        Credentials {
+            sources: sources.into_iter().collect(),
+            precedence: Precedence::Reject,
+            query_everywhere: false,
+            max_token_len: DEFAULT_MAX_TOKEN_LEN,
+        }
+    }
+
+    /// Also reads the cookie `name`, after the sources already listed.
+    pub fn cookie(mut self, name: impl Into<String>) -> Self {
+        self.sources.push(TokenSource::Cookie(name.into()));
+        self
+    }
+
+    /// Also reads the query parameter `name` (on WebSocket upgrades only,
+    /// unless [`allow_query_everywhere`](Self::allow_query_everywhere)).
+    pub fn query(mut self, name: impl Into<String>) -> Self {
+        self.sources.push(TokenSource::Query(name.into()));
+        self
+    }
+
+    /// What to do with a token in more than one source.
+    pub fn precedence(mut self, precedence: Precedence) -> Self {
+        self.precedence = precedence;
+        self
+    }
+
+    /// Reads query tokens on every request, not only WebSocket upgrades.
+    /// Query strings end up in access logs, browser history and `Referer`
+    /// headers: use this only for tools that cannot send a header.
+    pub fn allow_query_everywhere(mut self) -> Self {
+        self.query_everywhere = true;
+        self
+    }
+
+    /// The longest token accepted, in bytes. Default 8 KiB.
+    pub fn max_token_len(mut self, max: usize) -> Self {
+        self.max_token_len = max;
+        self
+    }
+
+    /// The configured sources, in order.
+    pub fn sources(&self) -> &[TokenSource] {
+        &self.sources
+    }
+
+    /// The cookie source's name, if one is configured.
+    pub fn cookie_name(&self) -> Option<&str> {
+        self.sources.iter().find_map(|source| match source {
+            TokenSource::Cookie(name) => Some(name.as_str()),
+            _ => None,
+        })
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.sources.is_empty() {
+            return Err(ConfigError::Credentials(
+                "at least one token source is needed",
+            ));
+        }
+        for (i, source) in self.sources.iter().enumerate() {
+            if self.sources[..i].iter().any(|s| s.kind() == source.kind()) {
+                return Err(ConfigError::Credentials(
+                    "each kind of token source may appear once",
+                ));
+            }
+            let name = match source {
+                TokenSource::Bearer => continue,
+                TokenSource::Query(name) | TokenSource::Cookie(name) => name,
+            };
+            // A cookie or parameter name must be an RFC 7230 token.
+            if name.is_empty() || !name.bytes().all(is_tchar) {
+                return Err(ConfigError::Credentials(
+                    "a cookie or query parameter name must be an HTTP token",
+                ));
+            }
+        }
+        if self.max_token_len == 0 {
+            return Err(ConfigError::Credentials("max_token_len must be positive"));
+        }
+        Ok(())
+    }
+
+    /// Finds the request's token. `Ok(None)`: no credentials at all.
+    pub fn extract<'a>(&self, parts: &'a Parts) -> Result<Option<FoundToken<'a>>, AuthError> {
+        let mut found: Option<FoundToken<'a>> = None;
+        for source in &self.sources {
+            let token = match source {
+                TokenSource::Bearer => self.from_header(parts)?,
+                TokenSource::Query(name) => self.from_query(parts, name)?,
+                TokenSource::Cookie(name) => self.from_cookie(parts, name)?,
+            };
+            let Some(token) = token else { continue };
+            if found.is_some() {
+                match self.precedence {
+                    Precedence::Reject => {
+                        return Err(AuthError::InvalidRequest(
+                            "the token was sent by more than one method",
+                        ));
+                    }
+                    Precedence::FirstInOrder => break,
+                }
+            }
+            found = Some(FoundToken {
+                token,
+                kind: source.kind(),
+            });
+        }
+        Ok(found)
+    }
+
+    fn check_len(&self, token: &str) -> Result<(), AuthError> {
+        if token.len() > self.max_token_len {
+            Err(AuthError::InvalidToken(TokenRejection::TooLong))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn from_header<'a>(&self, parts: &'a Parts) -> Result<Option<Cow<'a, str>>, AuthError> {
+        let mut values = parts.headers.get_all(AUTHORIZATION).iter();
+        let Some(value) = values.next() else {
+            return Ok(None);
+        };
+        if values.next().is_some() {
+            return Err(AuthError::InvalidRequest(
+                "more than one Authorization header",
+            ));
+        }
+        let Some(token) = parse_bearer(value)? else {
+            return Ok(None);
+        };
+        self.check_len(token)?;
+        if !is_token68(token) {
+            return Err(AuthError::InvalidRequest("malformed Bearer credentials"));
+        }
+        Ok(Some(Cow::Borrowed(token)))
+    }
+
+    fn from_query<'a>(
+        &self,
+        parts: &'a Parts,
+        name: &str,
+    ) -> Result<Option<Cow<'a, str>>, AuthError> {
+        if !self.query_everywhere && !is_websocket_upgrade(parts) {
+            return Ok(None);
+        }
+        let Some(query) = parts.uri.query() else {
+            return Ok(None);
+        };
+        let mut matches = form_urlencoded::parse(query.as_bytes()).filter(|(key, _)| key == name);
+        let Some((_, value)) = matches.next() else {
+            return Ok(None);
+        };
+        if matches.next().is_some() {
+            return Err(AuthError::InvalidRequest(
+                "the token query parameter is repeated",
+            ));
+        }
+        self.non_empty_token(value)
+    }
+
+    fn from_cookie<'a>(
+        &self,
+        parts: &'a Parts,
+        name: &str,
+    ) -> Result<Option<Cow<'a, str>>, AuthError> {
+        let mut found = None;
+        for line in parts.headers.get_all(COOKIE) {
+            // A line that is not text cannot hold our cookie in a form we
+            // would accept; skipping it fails closed (no credentials).
+            let Ok(line) = line.to_str() else { continue };
+            for cookie in cookie::Cookie::split_parse(line).flatten() {
+                if cookie.name() != name {
+                    continue;
+                }
+                if found.is_some() {
+                    return Err(AuthError::InvalidRequest("the token cookie is repeated"));
+                }
+                found = Some(match cookie.value_raw() {
+                    Some(raw) => Cow::Borrowed(raw),
+                    None => Cow::Owned(cookie.value().to_owned()),
+                });
+            }
+        }
+        match found {
+            Some(value) => self.non_empty_token(value),
+            None => Ok(None),
+        }
+    }
+
+    /// Empty means absent; otherwise length cap, then the token68 alphabet.
+    fn non_empty_token<'a>(&self, value: Cow<'a, str>) -> Result<Option<Cow<'a, str>>, AuthError> {
+        if value.is_empty() {
+            return Ok(None);
+        }
+        self.check_len(&value)?;
+        if !is_token68(&value) {
+            return Err(AuthError::InvalidRequest("malformed token"));
+        }
+        Ok(Some(value))
+    }
+}
+
+/// `Ok(None)` for another scheme; the text after `Bearer ` otherwise.
+fn parse_bearer(value: &HeaderValue) -> Result<Option<&str>, AuthError> {
+    let bytes = value.as_bytes();
+    let scheme_len = bytes.iter().take_while(|b| is_tchar(**b)).count();
+    if !bytes[..scheme_len].eq_ignore_ascii_case(b"bearer") {
+        return Ok(None);
+    }
+    let malformed = AuthError::InvalidRequest("malformed Bearer credentials");
+    match &bytes[scheme_len..] {
+        [b' ', token @ ..] if !token.is_empty() => {
+            std::str::from_utf8(token).map(Some).map_err(|_| malformed)
+        }
+        _ => Err(malformed),
+    }
+}
+
+/// RFC 7235 `token68`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+fn is_token68(s: &str) -> bool {
+    let body = s.trim_end_matches('=');
+    !body.is_empty()
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
+}
+
+/// RFC 7230 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// `GET` with `Upgrade: websocket` (HTTP/1.1 WebSocket handshake).
+pub fn is_websocket_upgrade(parts: &Parts) -> bool {
+    parts.method == Method::GET
+        && parts.headers.get_all(UPGRADE).iter().any(|value| {
+            value.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Request;
+    use proptest::prelude::*;
+
+    fn parts(build: impl FnOnce(http::request::Builder) -> http::request::Builder) -> Parts {
+        build(Request::builder().uri("/"))
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    }
+
+    fn all_sources() -> Credentials {
+        Credentials::bearer().cookie("at").query("token")
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        let p = parts(|b| b.header("authorization", "bEaReR abc.def-_~+/=="));
+        let found = Credentials::bearer().extract(&p).unwrap().unwrap();
+        assert_eq!(found.token, "abc.def-_~+/==");
+        assert_eq!(found.kind, CredentialKind::Bearer);
+    }
+
+    #[test]
+    fn other_schemes_and_no_header_are_no_credentials() {
+        for value in ["Basic dXNlcjpwYXNz", "", "Bearerx abc", "Token abc"] {
+            let p = parts(|b| b.header("authorization", value));
+            assert!(
+                Credentials::bearer().extract(&p).unwrap().is_none(),
+                "{value:?}"
+            );
+        }
+        assert!(
+            Credentials::bearer()
+                .extract(&parts(|b| b))
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn malformed_bearer_is_invalid_request() {
+        for value in [
+            "Bearer",
+            "Bearer ",
+            "Bearer\tabc",
+            "Bearer  abc",
+            "Bearer a b",
+            "Bearer a=b",
+            "Bearer ab\"c",
+        ] {
+            let p = parts(|b| b.header("authorization", value));
+            assert!(
+                matches!(
+                    Credentials::bearer().extract(&p),
+                    Err(AuthError::InvalidRequest(_))
+                ),
+                "{value:?}"
+            );
+        }
+        let non_ascii = HeaderValue::from_bytes(b"Bearer ab\xffc").unwrap();
+        let p = parts(|b| b.header("authorization", non_ascii));
+        assert!(matches!(
+            Credentials::bearer().extract(&p),
+            Err(AuthError::InvalidRequest(_))
+        ));
+    }
+
+    #[test]
+    fn two_authorization_headers_are_rejected() {
+        let p = parts(|b| {
+            b.header("authorization", "Bearer a")
+                .header("authorization", "Bearer a")
+        });
+        assert!(matches!(
+            Credentials::bearer().extract(&p),
+            Err(AuthError::InvalidRequest(_))
+        ));
+    }
+
+    #[test]
+    fn query_token_only_on_websocket_upgrades() {
+        let plain = parts(|b| b.uri("/ws?token=abc"));
+        assert!(all_sources().extract(&plain).unwrap().is_none());
+        let upgrade = parts(|b| b.uri("/ws?token=abc").header("upgrade", "WebSocket"));
+        assert_eq!(
+            all_sources().extract(&upgrade).unwrap().unwrap().kind,
+            CredentialKind::Query
+        );
+        let everywhere = all_sources().allow_query_everywhere();
+        assert!(everywhere.extract(&plain).unwrap().is_some());
+    }
+
+    #[test]
+    fn repeated_query_or_cookie_is_rejected_and_empty_is_absent() {
+        let upgrade = |uri: &'static str| parts(move |b| b.uri(uri).header("upgrade", "websocket"));
+        assert!(matches!(
+            all_sources().extract(&upgrade("/?token=a&token=a")),
+            Err(AuthError::InvalidRequest(_))
+        ));
+        assert!(
+            all_sources()
+                .extract(&upgrade("/?token="))
+                .unwrap()
+                .is_none()
+        );
+        let two_cookies = parts(|b| b.header("cookie", "at=a").header("cookie", "x=1; at=a"));
+        assert!(matches!(
+            all_sources().extract(&two_cookies),
+            Err(AuthError::InvalidRequest(_))
+        ));
+        assert!(
+            all_sources()
+                .extract(&parts(|b| b.header("cookie", "at=")))
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn two_methods_are_rejected_unless_precedence_is_set() {
+        let p = parts(|b| {
+            b.header("authorization", "Bearer h")
+                .header("cookie", "at=c")
+        });
+        assert!(matches!(
+            all_sources().extract(&p),
+            Err(AuthError::InvalidRequest(_))
+        ));
+        let first = all_sources().precedence(Precedence::FirstInOrder);
+        assert_eq!(first.extract(&p).unwrap().unwrap().token, "h");
+    }
+
+    #[test]
+    fn long_tokens_are_refused_before_decoding() {
+        let token = "a".repeat(DEFAULT_MAX_TOKEN_LEN + 1);
+        let p = parts(|b| b.header("authorization", format!("Bearer {token}")));
+        assert!(matches!(
+            Credentials::bearer().extract(&p),
+            Err(AuthError::InvalidToken(TokenRejection::TooLong))
+        ));
+    }
+
+    #[test]
+    fn configuration_is_checked() {
+        assert!(Credentials::bearer().cookie("bad name").validate().is_err());
+        assert!(
+            Credentials::bearer()
+                .cookie("a")
+                .cookie("b")
+                .validate()
+                .is_err()
+        );
+        assert!(Credentials::from_sources([]).validate().is_err());
+        assert!(all_sources().validate().is_ok());
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_on_arbitrary_header_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Ok(value) = HeaderValue::from_bytes(&bytes) {
+                let p = parts(|b| b.header("authorization", value.clone()).header("cookie", value).header("upgrade", "websocket"));
+                let _ = all_sources().extract(&p);
+            }
+        }
+
+        #[test]
+        fn valid_bearer_tokens_round_trip(token in "[A-Za-z0-9._~+/-]{1,100}={0,2}") {
+            let p = parts(|b| b.header("authorization", format!("Bearer {token}")));
+            let found = Credentials::bearer().extract(&p).unwrap().unwrap();
+            prop_assert_eq!(found.token, token);
+        }
+    }
+}

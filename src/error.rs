@@ -1,0 +1,423 @@
+//! [`AuthError`] and the only code in the crate that turns it into an HTTP
+//! response.
+//!
+//! | error | status | `WWW-Authenticate` | body `error` |
+//! | --- | --- | --- | --- |
+//! | [`MissingCredentials`](AuthError::MissingCredentials) | 401 | `Bearer realm="…"` | `invalid_token`-less: `"unauthorized"` |
+//! | [`InvalidRequest`](AuthError::InvalidRequest) | 400 | `Bearer realm="…", error="invalid_request", …` | `invalid_request` |
+//! | [`InvalidToken`](AuthError::InvalidToken) | 401 | `Bearer realm="…", error="invalid_token", …` | `invalid_token` |
+//! | [`InsufficientScope`](AuthError::InsufficientScope) | 403 | `Bearer realm="…", error="insufficient_scope", scope="…"` | `insufficient_scope` |
+//! | [`UserStore`](AuthError::UserStore) | 503 | — | `temporarily_unavailable` |
+//! | [`Internal`](AuthError::Internal) | 500 | — | `server_error` |
+//! | [`Grant`](AuthError::Grant) (token endpoint, RFC 6749 §5.2) | 400 / 413 / 415 | — | the §5.2 code |
+//!
+//! Every body is JSON `{"error": …, "error_description": …}`; descriptions are
+//! fixed texts chosen by this crate, never attacker input, a token or an
+//! internal error message. An app that wants another body format installs a
+//! [`RenderError`] hook; the status and challenge stay as above unless the hook
+//! changes them on purpose.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+
+use crate::scope::Scopes;
+
+/// A boxed error from the application's user store.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a request was not authenticated (or a login refused).
+///
+/// `Display` gives a short, fixed text: safe to log. It never contains a
+/// token, a password or text copied from the request.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// The request carries no credentials at all.
+    #[error("no credentials")]
+    MissingCredentials,
+    /// The request's credentials are malformed (RFC 6750 `invalid_request`).
+    #[error("invalid request: {0}")]
+    InvalidRequest(&'static str),
+    /// The token is invalid, expired, revoked or names an unknown user.
+    #[error("invalid token: {}", .0.reason_code())]
+    InvalidToken(TokenRejection),
+    /// The identity lacks a scope the route requires.
+    #[error("insufficient scope: missing {missing}")]
+    InsufficientScope {
+        /// Every scope the route requires (sent in the challenge's `scope`).
+        required: Scopes,
+        /// Those of `required` the identity does not hold.
+        missing: Scopes,
+    },
+    /// The application's user store failed; the source is logged, never sent.
+    #[error("user store failed")]
+    UserStore(#[source] BoxError),
+    /// A server-side fault, such as an extractor used without its layer.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+    /// A token-endpoint (login) error, RFC 6749 §5.2.
+    #[error("token endpoint: {0}")]
+    Grant(#[from] GrantError),
+}
+
+/// Why a token was refused. Each has a stable reason code for logs and
+/// metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenRejection {
+    /// Longer than the configured cap; refused before decoding.
+    TooLong,
+    /// Not a well-formed JWT, or its claims have the wrong shape.
+    Malformed,
+    /// The signature does not verify.
+    BadSignature,
+    /// The header names an algorithm other than its key's.
+    AlgorithmMismatch,
+    /// The header's `kid` names no configured key.
+    UnknownKey,
+    /// The header carries `crit` (RFC 7515 §4.1.11).
+    CriticalHeader,
+    /// Not an access token (`typ` is not `at+jwt`).
+    WrongType,
+    /// `exp` is in the past.
+    Expired,
+    /// `nbf` is in the future.
+    NotYetValid,
+    /// `iss` is missing or not the configured issuer.
+    WrongIssuer,
+    /// `aud` is missing or names none of the configured audiences.
+    WrongAudience,
+    /// Both `scope` and `scp` are present.
+    ConflictingScopes,
+    /// The subject is not in the user store.
+    UnknownUser,
+    /// The user is disabled.
+    InactiveUser,
+    /// The token's version is older than the user's (password change,
+    /// "log out everywhere").
+    Revoked,
+}
+
+impl TokenRejection {
+    /// A stable, machine-readable code for logs and metrics.
+    pub fn reason_code(self) -> &'static str {
+        match self {
+            Self::TooLong => "too_long",
+            Self::Malformed => "malformed",
+            Self::BadSignature => "bad_signature",
+            Self::AlgorithmMismatch => "algorithm_mismatch",
+            Self::UnknownKey => "unknown_key",
+            Self::CriticalHeader => "critical_header",
+            Self::WrongType => "wrong_type",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::WrongIssuer => "wrong_issuer",
+            Self::WrongAudience => "wrong_audience",
+            Self::ConflictingScopes => "conflicting_scopes",
+            Self::UnknownUser => "unknown_user",
+            Self::InactiveUser => "inactive_user",
+            Self::Revoked => "revoked",
+        }
+    }
+
+    /// The text sent to the client. User-related reasons share one text so a
+    /// token holder learns nothing about the account.
+    fn description(self) -> &'static str {
+        match self {
+            Self::TooLong => "the access token is too long",
+            Self::Expired => "the access token expired",
+            Self::NotYetValid => "the access token is not valid yet",
+            Self::UnknownUser | Self::InactiveUser | Self::Revoked => {
+                "the access token has been revoked"
+            }
+            _ => "the access token is invalid",
+        }
+    }
+}
+
+/// Token-endpoint errors (RFC 6749 §5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GrantError {
+    /// A required field is missing or repeated, or the form is malformed.
+    #[error("invalid_request: {0}")]
+    InvalidRequest(&'static str),
+    /// Wrong password, unknown user or disabled user: one answer for all
+    /// three so the endpoint does not reveal which usernames exist.
+    #[error("invalid_grant")]
+    InvalidGrant,
+    /// `grant_type` is present and is not `password`.
+    #[error("unsupported_grant_type")]
+    UnsupportedGrantType,
+    /// The requested `scope` is not a valid scope string.
+    #[error("invalid_scope")]
+    InvalidScope,
+    /// The body is not `application/x-www-form-urlencoded`.
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    /// The body is larger than the endpoint accepts.
+    #[error("payload too large")]
+    PayloadTooLarge,
+}
+
+/// A configuration the crate refuses when it is built, before any request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Neither crypto feature is enabled and no provider was given.
+    #[error(
+        "no jsonwebtoken crypto provider: enable the `aws_lc_rs` or `rust_crypto` feature, or pass one to TokenCodecBuilder::crypto_provider"
+    )]
+    NoCryptoBackend,
+    /// An HMAC secret shorter than [`MIN_HMAC_SECRET_LEN`](crate::token::MIN_HMAC_SECRET_LEN).
+    #[error("the HMAC secret must be at least 32 bytes")]
+    SecretTooShort,
+    /// The key material does not fit the algorithm.
+    #[error("the key is not a valid {0:?} key")]
+    InvalidKey(jsonwebtoken::Algorithm),
+    /// A constructor was given an algorithm of another family.
+    #[error("{0:?} needs a different kind of key")]
+    WrongKeyType(jsonwebtoken::Algorithm),
+    /// The signing key is a verify-only key.
+    #[error("the signing key has no private part")]
+    NotASigningKey,
+    /// A token signed with the signing key does not verify with its public
+    /// part.
+    #[error("the signing key's private and public parts do not match")]
+    KeyPairMismatch,
+    /// A key set of several keys has a key without `kid`.
+    #[error("every key in a key set needs a kid")]
+    MissingKid,
+    /// Two keys share a `kid`.
+    #[error("two keys share a kid")]
+    DuplicateKid,
+    /// The realm cannot stand in a `WWW-Authenticate` quoted-string.
+    #[error("the realm must be non-empty visible ASCII without quotes or backslashes")]
+    InvalidRealm,
+    /// A lifetime or limit that cannot work.
+    #[error("{0}")]
+    Lifetime(&'static str),
+    /// A credential source setting that cannot work.
+    #[error("{0}")]
+    Credentials(&'static str),
+    /// A password-hashing setting that cannot work.
+    #[error("{0}")]
+    Password(&'static str),
+}
+
+/// The body type of every response this crate builds.
+pub type ErrorBody = Full<Bytes>;
+
+/// A hook that replaces the crate's error responses, used alike by the layer,
+/// the extractors, the scope checks and the token endpoint.
+///
+/// It receives the error and the response the crate would send (status,
+/// challenge and JSON body already set) and returns the response to send.
+/// Closures of that shape implement it.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::Response;
+/// use http_body_util::Full;
+/// use tower_auth::AuthError;
+///
+/// // Plain-text bodies; status and `WWW-Authenticate` are kept.
+/// let hook = |err: &AuthError, default: Response<Full<Bytes>>| {
+///     let (mut parts, _) = default.into_parts();
+///     parts.headers.insert(http::header::CONTENT_TYPE, "text/plain".parse().unwrap());
+///     Response::from_parts(parts, Full::new(Bytes::from(err.to_string())))
+/// };
+/// # fn takes<H: tower_auth::RenderError>(_: H) {}
+/// # takes(hook);
+/// ```
+pub trait RenderError: Send + Sync + 'static {
+    /// Returns the response to send for `error`.
+    fn render(&self, error: &AuthError, default: Response<ErrorBody>) -> Response<ErrorBody>;
+}
+
+impl<F> RenderError for F
+where
+    F: Fn(&AuthError, Response<ErrorBody>) -> Response<ErrorBody> + Send + Sync + 'static,
+{
+    fn render(&self, error: &AuthError, default: Response<ErrorBody>) -> Response<ErrorBody> {
+        self(error, default)
+    }
+}
+
+/// Renders [`AuthError`]s for one authenticator: its realm and its optional
+/// [`RenderError`] hook.
+#[derive(Clone)]
+pub(crate) struct ErrorRenderer {
+    realm: Arc<str>,
+    hook: Option<Arc<dyn RenderError>>,
+}
+
+impl Default for ErrorRenderer {
+    fn default() -> Self {
+        Self::new("tower-auth".into(), None)
+    }
+}
+
+impl ErrorRenderer {
+    pub(crate) fn new(realm: Arc<str>, hook: Option<Arc<dyn RenderError>>) -> Self {
+        Self { realm, hook }
+    }
+
+    /// The response for `error`.
+    pub(crate) fn render(&self, error: &AuthError) -> Response<ErrorBody> {
+        let default = default_response(error, &self.realm);
+        match &self.hook {
+            Some(hook) => hook.render(error, default),
+            None => default,
+        }
+    }
+}
+
+/// Whether `realm` can stand inside a quoted-string without escaping.
+pub(crate) fn is_valid_realm(realm: &str) -> bool {
+    !realm.is_empty()
+        && realm
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+}
+
+fn default_response(error: &AuthError, realm: &str) -> Response<ErrorBody> {
+    let (status, code, description) = status_code_description(error);
+    let challenge = match error {
+        AuthError::MissingCredentials => Some(format!("Bearer realm=\"{realm}\"")),
+        AuthError::InvalidRequest(_) | AuthError::InvalidToken(_) => Some(format!(
+            "Bearer realm=\"{realm}\", error=\"{code}\", error_description=\"{description}\""
+        )),
+        AuthError::InsufficientScope { required, .. } => Some(format!(
+            "Bearer realm=\"{realm}\", error=\"{code}\", error_description=\"{description}\", scope=\"{required}\""
+        )),
+        _ => None,
+    };
+
+    let body = serde_json::json!({ "error": code, "error_description": description });
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(challenge) = challenge {
+        // Every part is a fixed text, a checked realm or scope tokens, all
+        // visible ASCII; a failure here would be a bug in this file.
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
+            headers.insert(WWW_AUTHENTICATE, value);
+        }
+    }
+    if matches!(error, AuthError::Grant(_)) {
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+fn status_code_description(error: &AuthError) -> (StatusCode, &'static str, String) {
+    use StatusCode as S;
+    match error {
+        AuthError::MissingCredentials => (
+            S::UNAUTHORIZED,
+            "unauthorized",
+            "authentication is required".into(),
+        ),
+        AuthError::InvalidRequest(what) => (S::BAD_REQUEST, "invalid_request", (*what).into()),
+        AuthError::InvalidToken(reason) => (
+            S::UNAUTHORIZED,
+            "invalid_token",
+            reason.description().into(),
+        ),
+        AuthError::InsufficientScope { missing, .. } => (
+            S::FORBIDDEN,
+            "insufficient_scope",
+            format!("the access token lacks the scope: {missing}"),
+        ),
+        AuthError::UserStore(_) => (
+            S::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the user store is unavailable".into(),
+        ),
+        AuthError::Internal(what) => (S::INTERNAL_SERVER_ERROR, "server_error", (*what).into()),
+        AuthError::Grant(grant) => match grant {
+            GrantError::InvalidRequest(what) => (S::BAD_REQUEST, "invalid_request", (*what).into()),
+            GrantError::InvalidGrant => (
+                S::BAD_REQUEST,
+                "invalid_grant",
+                "invalid username or password".into(),
+            ),
+            GrantError::UnsupportedGrantType => (
+                S::BAD_REQUEST,
+                "unsupported_grant_type",
+                "only grant_type=password is supported".into(),
+            ),
+            GrantError::InvalidScope => (
+                S::BAD_REQUEST,
+                "invalid_scope",
+                "the requested scope is malformed".into(),
+            ),
+            GrantError::UnsupportedMediaType => (
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "invalid_request",
+                "the body must be application/x-www-form-urlencoded".into(),
+            ),
+            GrantError::PayloadTooLarge => (
+                S::PAYLOAD_TOO_LARGE,
+                "invalid_request",
+                "the request body is too large".into(),
+            ),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(err: &AuthError) -> Response<ErrorBody> {
+        ErrorRenderer::new("api".into(), None).render(err)
+    }
+
+    fn challenge(res: &Response<ErrorBody>) -> &str {
+        res.headers()[WWW_AUTHENTICATE].to_str().unwrap()
+    }
+
+    #[test]
+    fn missing_credentials_is_a_bare_challenge_with_realm() {
+        let res = render(&AuthError::MissingCredentials);
+        assert_eq!(res.status(), 401);
+        assert_eq!(challenge(&res), "Bearer realm=\"api\"");
+    }
+
+    #[test]
+    fn scope_challenge_names_the_required_scopes() {
+        let required = Scopes::parse("me items").unwrap();
+        let missing = Scopes::parse("items").unwrap();
+        let res = render(&AuthError::InsufficientScope { required, missing });
+        assert_eq!(res.status(), 403);
+        assert!(
+            challenge(&res).ends_with("scope=\"items me\""),
+            "{}",
+            challenge(&res)
+        );
+    }
+
+    #[test]
+    fn store_errors_hide_their_text() {
+        let res = render(&AuthError::UserStore("db password=hunter2".into()));
+        assert_eq!(res.status(), 503);
+        assert!(res.headers().get(WWW_AUTHENTICATE).is_none());
+        let body = format!("{:?}", res.body());
+        assert!(!body.contains("hunter2"));
+    }
+
+    #[test]
+    fn realm_rejects_quotes_and_controls() {
+        assert!(is_valid_realm("my api"));
+        assert!(!is_valid_realm("a\"b"));
+        assert!(!is_valid_realm("a\nb"));
+        assert!(!is_valid_realm(""));
+    }
+}

@@ -1,0 +1,94 @@
+//! Authentication for tower, axum and hyper: JWT access tokens from an
+//! `Authorization: Bearer` header, a query parameter or a cookie; the
+//! application's own user store; argon2id passwords; an OAuth2
+//! password-grant login; scopes; RFC 6750 errors.
+//!
+//! Every request travels one road, [`Authenticator`]:
+//!
+//! ```text
+//! http::request::Parts
+//!   -> credentials : find the token (sources, ambiguity rules, size cap)
+//!   -> token       : verify signature, algorithm, exp/nbf/iss/aud, token type
+//!   -> user        : UserStore loads the subject; active? token version current?
+//!   => Authenticated<U> { user, claims }
+//! any step fails -> AuthError -> one RFC 6750 response
+//! ```
+//!
+//! [`AuthLayer`] runs it in front of any tower service; the
+//! [`axum`](crate::axum) extractors run it for handlers; a server without
+//! tower calls [`Authenticator::authenticate`] and
+//! [`Authenticator::error_response`] itself.
+//!
+//! # Quick start (axum)
+//!
+//! ```no_run
+//! use axum::{routing::{get, post}, Router};
+//! use tower_auth::{axum::token_endpoint, *};
+//!
+//! async fn me(auth: Authenticated<SimpleUser>) -> String {
+//!     format!("hello {}", auth.user.username)
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let users = MemoryUserStore::new();
+//! let hash = PasswordHasher::new().hash("secret").await?;
+//! users.insert(SimpleUser::new("johndoe", hash));
+//!
+//! let codec = TokenCodec::builder(Key::hs256(b"a secret of at least thirty-two bytes")?).build()?;
+//! let auth = Authenticator::builder(users, codec).build()?;
+//!
+//! let app = Router::new()
+//!     .route("/token", post(token_endpoint::<SimpleUser, ()>))
+//!     .route("/me", get(me))
+//!     .with_state(auth);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! | --- | --- | --- |
+//! | `axum` | yes | the [`axum`](crate::axum) extractors and token handler |
+//! | `aws_lc_rs` | yes | jsonwebtoken's aws-lc-rs crypto backend |
+//! | `rust_crypto` | no | jsonwebtoken's pure-Rust backend (used when `aws_lc_rs` is off) |
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod authenticator;
+#[cfg(feature = "axum")]
+pub mod axum;
+pub mod credentials;
+pub mod error;
+pub mod layer;
+pub mod login;
+pub mod password;
+pub mod scope;
+pub mod token;
+pub mod user;
+
+pub use authenticator::{Authenticated, Authenticator, AuthenticatorBuilder};
+pub use credentials::{CredentialKind, Credentials, Precedence, TokenSource};
+pub use error::{AuthError, ConfigError, GrantError, RenderError, TokenRejection};
+pub use jsonwebtoken::Algorithm;
+pub use layer::{AuthLayer, AuthService};
+pub use password::{PasswordError, PasswordHasher};
+pub use scope::{RequireScopes, Scopes};
+pub use token::{Claims, Key, TokenCodec};
+pub use user::{AuthUser, MemoryUserStore, SimpleUser, UserStore};
+
+#[cfg(test)]
+mod test_support {
+    use crate::token::{Key, TokenCodecBuilder};
+
+    /// A codec builder that works in every feature combination: without a
+    /// backend feature, the tests bring jsonwebtoken's pure-Rust provider.
+    pub(crate) fn codec_builder(key: Key) -> TokenCodecBuilder {
+        let builder = crate::TokenCodec::builder(key);
+        #[cfg(not(any(feature = "aws_lc_rs", feature = "rust_crypto")))]
+        let builder = builder.crypto_provider(&jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER);
+        builder
+    }
+}

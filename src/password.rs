@@ -1,0 +1,387 @@
+//! argon2id password hashing and verification, off the async workers.
+//!
+//! - New hashes use argon2id with OWASP's parameters (m = 19456 KiB, t = 2,
+//!   p = 1) unless configured otherwise, as PHC strings.
+//! - Verification accepts any argon2 (`argon2id`, `argon2i`, `argon2d`) PHC
+//!   string, with the parameters stored in it — but first refuses parameters
+//!   above a [`ParamCeiling`]: argon2 aborts the whole process on absurd
+//!   memory costs such as `m=4294967295`, and a stored hash is data.
+//! - All argon2 work runs in `tokio::task::spawn_blocking`, behind a
+//!   semaphore sized to the machine's cores by default, so a login flood
+//!   neither blocks the async workers nor piles up blocking threads.
+//! - [`verify_unknown_user`](PasswordHasher::verify_unknown_user) verifies
+//!   against a dummy hash made with the current parameters, so "no such user"
+//!   costs as much as "wrong password".
+//! - Passwords longer than [`max_password_len`](PasswordHasherBuilder::max_password_len)
+//!   (default 1024 bytes) are refused before any hashing.
+
+use std::fmt;
+use std::sync::Arc;
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+use argon2::{Algorithm, Argon2, Params, Version};
+use tokio::sync::{OnceCell, Semaphore};
+
+use crate::error::ConfigError;
+
+/// The default cap on a password's length, in bytes.
+pub const DEFAULT_MAX_PASSWORD_LEN: usize = 1024;
+
+/// Why hashing or verifying did not give an answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PasswordError {
+    /// The password is longer than the configured cap.
+    #[error("the password is too long")]
+    TooLong,
+    /// The stored string is not an argon2 PHC string.
+    #[error("the stored hash is not an argon2 PHC string")]
+    MalformedHash,
+    /// The stored hash's parameters exceed the ceiling; argon2 did not run.
+    #[error("the stored hash's parameters exceed the ceiling")]
+    AboveCeiling,
+    /// argon2 itself failed, or its worker thread did.
+    #[error("password hashing failed")]
+    Hashing,
+}
+
+/// The largest argon2 parameters a stored hash may ask for.
+///
+/// The default allows m = 256 MiB, t = 16, p = 16: far above any sane
+/// setting, far below what takes a server down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParamCeiling {
+    /// Memory cost in KiB.
+    pub max_m_cost: u32,
+    /// Iterations.
+    pub max_t_cost: u32,
+    /// Parallelism.
+    pub max_p_cost: u32,
+}
+
+impl Default for ParamCeiling {
+    fn default() -> Self {
+        ParamCeiling {
+            max_m_cost: 256 * 1024,
+            max_t_cost: 16,
+            max_p_cost: 16,
+        }
+    }
+}
+
+/// Configures a [`PasswordHasher`].
+#[must_use]
+pub struct PasswordHasherBuilder {
+    m_cost: u32,
+    t_cost: u32,
+    p_cost: u32,
+    ceiling: ParamCeiling,
+    max_concurrency: Option<usize>,
+    max_password_len: usize,
+}
+
+impl PasswordHasherBuilder {
+    /// argon2id parameters for new hashes: memory in KiB, iterations,
+    /// parallelism.
+    pub fn params(mut self, m_cost: u32, t_cost: u32, p_cost: u32) -> Self {
+        (self.m_cost, self.t_cost, self.p_cost) = (m_cost, t_cost, p_cost);
+        self
+    }
+
+    /// The ceiling for stored hashes' parameters.
+    pub fn ceiling(mut self, ceiling: ParamCeiling) -> Self {
+        self.ceiling = ceiling;
+        self
+    }
+
+    /// How many hashes may run at once. Default: the number of cores.
+    pub fn max_concurrency(mut self, permits: usize) -> Self {
+        self.max_concurrency = Some(permits);
+        self
+    }
+
+    /// The longest password accepted, in bytes.
+    pub fn max_password_len(mut self, max: usize) -> Self {
+        self.max_password_len = max;
+        self
+    }
+
+    /// Checks the parameters against argon2's limits and the ceiling.
+    pub fn build(self) -> Result<PasswordHasher, ConfigError> {
+        let params = Params::new(self.m_cost, self.t_cost, self.p_cost, None)
+            .map_err(|_| ConfigError::Password("invalid argon2 parameters"))?;
+        if !self.ceiling.allows(&params) {
+            return Err(ConfigError::Password(
+                "the argon2 parameters exceed the ceiling",
+            ));
+        }
+        let permits = self
+            .max_concurrency
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+        if permits == 0 || self.max_password_len == 0 {
+            return Err(ConfigError::Password(
+                "concurrency and password length must be positive",
+            ));
+        }
+        Ok(PasswordHasher {
+            inner: Arc::new(Inner {
+                params,
+                ceiling: self.ceiling,
+                permits: Semaphore::new(permits),
+                max_password_len: self.max_password_len,
+                dummy_hash: OnceCell::new(),
+            }),
+        })
+    }
+}
+
+impl ParamCeiling {
+    fn allows(&self, params: &Params) -> bool {
+        params.m_cost() <= self.max_m_cost
+            && params.t_cost() <= self.max_t_cost
+            && params.p_cost() <= self.max_p_cost
+    }
+}
+
+struct Inner {
+    params: Params,
+    ceiling: ParamCeiling,
+    permits: Semaphore,
+    max_password_len: usize,
+    dummy_hash: OnceCell<String>,
+}
+
+/// Hashes and verifies passwords; cheap to clone. See the
+/// [module docs](self).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use tower_auth::PasswordHasher;
+///
+/// let hasher = PasswordHasher::new();
+/// let phc = hasher.hash("correct horse").await.unwrap();
+/// assert!(hasher.verify("correct horse", &phc).await.unwrap());
+/// assert!(!hasher.verify("wrong", &phc).await.unwrap());
+/// assert!(!hasher.needs_rehash(&phc));
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct PasswordHasher {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for PasswordHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PasswordHasher")
+            .field("params", &self.inner.params)
+            .field("ceiling", &self.inner.ceiling)
+            .field("max_password_len", &self.inner.max_password_len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for PasswordHasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PasswordHasher {
+    /// OWASP's argon2id parameters, the default ceiling, one permit per core.
+    pub fn new() -> Self {
+        // The defaults are argon2's own valid parameters, under the default
+        // ceiling, with positive limits: building cannot fail.
+        Self::builder()
+            .build()
+            .unwrap_or_else(|_| unreachable!("the default configuration is valid"))
+    }
+
+    /// Starts from the defaults of [`new`](Self::new).
+    pub fn builder() -> PasswordHasherBuilder {
+        PasswordHasherBuilder {
+            m_cost: Params::DEFAULT_M_COST,
+            t_cost: Params::DEFAULT_T_COST,
+            p_cost: Params::DEFAULT_P_COST,
+            ceiling: ParamCeiling::default(),
+            max_concurrency: None,
+            max_password_len: DEFAULT_MAX_PASSWORD_LEN,
+        }
+    }
+
+    /// Hashes `password` into a PHC string with the current parameters.
+    pub async fn hash(&self, password: &str) -> Result<String, PasswordError> {
+        self.check_len(password)?;
+        let params = self.inner.params.clone();
+        let password = password.to_owned();
+        self.run_blocking(move || {
+            Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+                .hash_password(password.as_bytes())
+                .map(|hash| hash.to_string())
+                .map_err(|_| PasswordError::Hashing)
+        })
+        .await
+    }
+
+    /// Whether `password` matches the stored PHC string.
+    pub async fn verify(&self, password: &str, stored: &str) -> Result<bool, PasswordError> {
+        self.check_len(password)?;
+        let hash = self.parse_within_ceiling(stored)?;
+        let password = password.to_owned();
+        self.run_blocking(move || {
+            match Argon2::default().verify_password(password.as_bytes(), &hash) {
+                Ok(()) => Ok(true),
+                Err(argon2::password_hash::Error::PasswordInvalid) => Ok(false),
+                Err(_) => Err(PasswordError::MalformedHash),
+            }
+        })
+        .await
+    }
+
+    /// Spends what a real verification costs, for a login whose user does
+    /// not exist (or has no password), and returns nothing: the caller
+    /// answers as for a wrong password.
+    pub async fn verify_unknown_user(&self, password: &str) {
+        let dummy = self
+            .inner
+            .dummy_hash
+            .get_or_try_init(|| self.hash("tower-auth dummy password"))
+            .await;
+        if let Ok(dummy) = dummy {
+            let _ = self.verify(password, dummy).await;
+        }
+    }
+
+    /// Whether a stored hash should be replaced by a fresh one: another
+    /// algorithm or version, other parameters, or not a PHC string at all.
+    pub fn needs_rehash(&self, stored: &str) -> bool {
+        let Ok(hash) = PasswordHash::new(stored) else {
+            return true;
+        };
+        let Ok(params) = Params::try_from(&hash) else {
+            return true;
+        };
+        let current = &self.inner.params;
+        hash.algorithm != Algorithm::Argon2id.ident()
+            || hash.version != Some(Version::V0x13.into())
+            || params.m_cost() != current.m_cost()
+            || params.t_cost() != current.t_cost()
+            || params.p_cost() != current.p_cost()
+    }
+
+    fn check_len(&self, password: &str) -> Result<(), PasswordError> {
+        if password.len() > self.inner.max_password_len {
+            Err(PasswordError::TooLong)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Parses on the calling thread (cheap) and refuses anything argon2
+    /// should not be asked to run.
+    fn parse_within_ceiling(&self, stored: &str) -> Result<PasswordHash, PasswordError> {
+        let hash = PasswordHash::new(stored).map_err(|_| PasswordError::MalformedHash)?;
+        Algorithm::try_from(hash.algorithm.as_str()).map_err(|_| PasswordError::MalformedHash)?;
+        let params = Params::try_from(&hash).map_err(|_| PasswordError::MalformedHash)?;
+        if !self.inner.ceiling.allows(&params) {
+            return Err(PasswordError::AboveCeiling);
+        }
+        Ok(hash)
+    }
+
+    async fn run_blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, PasswordError> + Send + 'static,
+    ) -> Result<T, PasswordError> {
+        // The semaphore is never closed, so acquiring only waits.
+        let _permit = self
+            .inner
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| PasswordError::Hashing)?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|_| PasswordError::Hashing)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The FastAPI tutorial's hash of "secret".
+    const TUTORIAL_HASH: &str = "$argon2id$v=19$m=65536,t=3,p=4$wagCPXjifgvUFBzq4hqe3w$CYaIb8sB+wtD+Vu/P4uod1+Qof8h+1g7bbDlBID48Rc";
+
+    #[tokio::test]
+    async fn verifies_the_tutorial_hash_and_advises_rehash() {
+        let hasher = PasswordHasher::new();
+        assert!(hasher.verify("secret", TUTORIAL_HASH).await.unwrap());
+        assert!(!hasher.verify("Secret", TUTORIAL_HASH).await.unwrap());
+        assert!(
+            hasher.needs_rehash(TUTORIAL_HASH),
+            "m=65536,t=3,p=4 are not the current parameters"
+        );
+    }
+
+    #[tokio::test]
+    async fn new_hashes_are_owasp_argon2id() {
+        let phc = PasswordHasher::new().hash("pw").await.unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+    }
+
+    #[tokio::test]
+    async fn absurd_stored_parameters_are_refused_before_argon2_runs() {
+        let hasher = PasswordHasher::new();
+        let huge = "$argon2id$v=19$m=4294967295,t=3,p=4$wagCPXjifgvUFBzq4hqe3w$CYaIb8sB+wtD+Vu/P4uod1+Qof8h+1g7bbDlBID48Rc";
+        assert_eq!(
+            hasher.verify("secret", huge).await,
+            Err(PasswordError::AboveCeiling)
+        );
+    }
+
+    #[tokio::test]
+    async fn long_passwords_and_garbage_hashes_are_errors() {
+        let hasher = PasswordHasher::builder()
+            .max_password_len(8)
+            .build()
+            .unwrap();
+        assert_eq!(hasher.hash("123456789").await, Err(PasswordError::TooLong));
+        assert_eq!(
+            hasher.verify("x", "$bcrypt$whatever").await,
+            Err(PasswordError::MalformedHash)
+        );
+        assert_eq!(
+            hasher.verify("x", "").await,
+            Err(PasswordError::MalformedHash)
+        );
+    }
+
+    #[test]
+    fn configuration_is_checked() {
+        assert!(PasswordHasher::builder().params(0, 0, 0).build().is_err());
+        assert!(
+            PasswordHasher::builder()
+                .params(1 << 30, 2, 1)
+                .build()
+                .is_err()
+        );
+        assert!(
+            PasswordHasher::builder()
+                .max_concurrency(0)
+                .build()
+                .is_err()
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn phc_parsing_never_panics(s in "\\PC{0,120}") {
+            let hasher = PasswordHasher::new();
+            let _ = hasher.needs_rehash(&s);
+            let _ = hasher.parse_within_ceiling(&s);
+        }
+    }
+}

@@ -1,0 +1,695 @@
+//! Access tokens: keys, the [`TokenCodec`] that issues and verifies them, and
+//! their [`Claims`].
+//!
+//! # What a token must be to pass
+//!
+//! - Its header has `typ: at+jwt` (RFC 9068; `application/at+jwt` too), so a
+//!   different kind of token signed with the same key is never taken for an
+//!   access token, and no `crit` (RFC 7515 §4.1.11: this crate understands no
+//!   extension). `jku`, `x5u`, `jwk` and `x5c` are ignored: nothing a token
+//!   names is fetched or trusted.
+//! - Its `kid` names a configured key (a token without `kid` matches a key
+//!   without one), and its `alg` is exactly that key's algorithm: the
+//!   algorithm is pinned by the key, so `none` and algorithm confusion are
+//!   refused.
+//! - Its signature verifies.
+//! - Its claims have the right types: `sub` (string) and `exp` (integer) are
+//!   required; `iss` must be one string, `aud` a string or an array of
+//!   strings, `scope` a space-separated string, `scp` an array (not both).
+//! - Now is before `exp` and not before `nbf`, give or take the configured
+//!   leeway, which is **0 s by default** (jsonwebtoken's own default is 60 s).
+//!   Set [`TokenCodecBuilder::leeway`] when tokens cross machines.
+//! - When an issuer or audience is configured, `iss` / `aud` must be present
+//!   and match. A token carrying `aud` is refused by a codec configured with
+//!   no audience (RFC 7519 §4.1.3).
+//!
+//! # Crypto backend
+//!
+//! jsonwebtoken needs a process-wide crypto provider. With the `aws_lc_rs`
+//! feature (the default) the codec installs aws-lc-rs's provider when it is
+//! built, also when `rust_crypto` is enabled too (as with `--all-features`);
+//! with only `rust_crypto`, the pure-Rust provider. An app that already
+//! installed a provider keeps it. With neither feature, pass one to
+//! [`TokenCodecBuilder::crypto_provider`]; otherwise building fails with
+//! [`ConfigError::NoCryptoBackend`] — never a panic on a request.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::crypto::CryptoProvider;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey, Header, Validation};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{AuthError, ConfigError, TokenRejection};
+use crate::scope::Scopes;
+
+/// The `typ` header of every access token this crate issues (RFC 9068 §2.1).
+pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+
+/// The shortest HMAC secret a [`Key`] accepts, in bytes (RFC 7518 §3.2 asks
+/// for at least the hash size; 32 bytes covers HS256).
+pub const MIN_HMAC_SECRET_LEN: usize = 32;
+
+/// The bounds an application's own claims type must meet. Implemented for
+/// every type that meets them; `()` means "no extra claims".
+pub trait ExtraClaims: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
+impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> ExtraClaims for T {}
+
+/// The `aud` claim: one audience or several (RFC 7519 §4.1.3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    /// `"aud": "api"`.
+    One(String),
+    /// `"aud": ["api", "admin"]`.
+    Many(Vec<String>),
+}
+
+impl Audience {
+    fn contains_any(&self, accepted: &[String]) -> bool {
+        match self {
+            Audience::One(aud) => accepted.contains(aud),
+            Audience::Many(auds) => auds.iter().any(|aud| accepted.contains(aud)),
+        }
+    }
+}
+
+/// The claims of an access token: the registered claims this crate checks,
+/// the login time, the user's token version, and the app's own claims `X`
+/// flattened beside them (their names must not clash with the ones here).
+///
+/// `scp` (an array, as some issuers send) is read into `scope`; a token
+/// carrying both is refused.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Claims<X = ()> {
+    /// The subject: the user's id in the [`UserStore`](crate::UserStore).
+    pub sub: String,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+    /// Issued at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    /// Not before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Issuer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// Audience.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aud: Option<Audience>,
+    /// A unique id for this token. Anything that must identify a token
+    /// (revocation, rate keys) uses this or the token version, never the
+    /// token's bytes: ES256 signatures are malleable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// Granted scopes.
+    #[serde(skip_serializing_if = "Scopes::is_empty")]
+    pub scope: Scopes,
+    /// When the user logged in (OpenID Connect's `auth_time`); kept unchanged
+    /// when a token is renewed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<u64>,
+    /// The user's token version when the token was issued; a token older than
+    /// the user's current version is revoked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_version: Option<u64>,
+    /// The application's own claims.
+    #[serde(flatten)]
+    pub extra: X,
+}
+
+/// What a token's payload is read into before it becomes [`Claims`]: the
+/// same fields, plus `scp`, so the two scope spellings can be told apart.
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "X: DeserializeOwned"))]
+struct RawClaims<X> {
+    sub: String,
+    exp: u64,
+    iat: Option<u64>,
+    nbf: Option<u64>,
+    iss: Option<String>,
+    aud: Option<Audience>,
+    jti: Option<String>,
+    scope: Option<Scopes>,
+    scp: Option<Vec<String>>,
+    auth_time: Option<u64>,
+    token_version: Option<u64>,
+    #[serde(flatten)]
+    extra: X,
+}
+
+impl<X> RawClaims<X> {
+    fn into_claims(self) -> Result<Claims<X>, TokenRejection> {
+        let scope = match (self.scope, self.scp) {
+            (Some(_), Some(_)) => return Err(TokenRejection::ConflictingScopes),
+            (Some(scope), None) => scope,
+            (None, Some(scp)) => {
+                Scopes::try_from_iter(scp).map_err(|_| TokenRejection::Malformed)?
+            }
+            (None, None) => Scopes::none(),
+        };
+        Ok(Claims {
+            sub: self.sub,
+            exp: self.exp,
+            iat: self.iat,
+            nbf: self.nbf,
+            iss: self.iss,
+            aud: self.aud,
+            jti: self.jti,
+            scope,
+            auth_time: self.auth_time,
+            token_version: self.token_version,
+            extra: self.extra,
+        })
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A fresh `jti`.
+pub(crate) fn new_jti() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// One signing or verification key, with the algorithm it is pinned to and
+/// an optional `kid`.
+///
+/// `Debug` shows the algorithm and `kid`, never key material.
+///
+/// ```
+/// use tower_auth::Key;
+///
+/// let key = Key::hs256(b"0123456789abcdef0123456789abcdef").unwrap().with_kid("2026-11");
+/// assert!(Key::hs256(b"too short").is_err());
+/// ```
+#[derive(Clone)]
+pub struct Key {
+    kid: Option<String>,
+    algorithm: Algorithm,
+    decoding: DecodingKey,
+    encoding: Option<EncodingKey>,
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Key")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .field("can_sign", &self.encoding.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Key {
+    /// An HS256 key from a shared secret of at least
+    /// [`MIN_HMAC_SECRET_LEN`] bytes.
+    pub fn hs256(secret: &[u8]) -> Result<Key, ConfigError> {
+        Key::hmac(Algorithm::HS256, secret)
+    }
+
+    /// An HMAC key (HS256, HS384 or HS512) from a secret of at least
+    /// [`MIN_HMAC_SECRET_LEN`] bytes.
+    pub fn hmac(algorithm: Algorithm, secret: &[u8]) -> Result<Key, ConfigError> {
+        if algorithm.family() != AlgorithmFamily::Hmac {
+            return Err(ConfigError::WrongKeyType(algorithm));
+        }
+        if secret.len() < MIN_HMAC_SECRET_LEN {
+            return Err(ConfigError::SecretTooShort);
+        }
+        Ok(Key {
+            kid: None,
+            algorithm,
+            decoding: DecodingKey::from_secret(secret),
+            encoding: Some(EncodingKey::from_secret(secret)),
+        })
+    }
+
+    /// A signing key pair from PEM files: RS256/384/512 and PS256/384/512
+    /// take RSA keys, ES256/ES384 EC keys, EdDSA Ed25519 keys. The pair is
+    /// checked when the [`TokenCodec`] is built.
+    pub fn from_pem(
+        algorithm: Algorithm,
+        private_pem: &[u8],
+        public_pem: &[u8],
+    ) -> Result<Key, ConfigError> {
+        let bad = || ConfigError::InvalidKey(algorithm);
+        let encoding = match algorithm.family() {
+            AlgorithmFamily::Rsa => EncodingKey::from_rsa_pem(private_pem),
+            AlgorithmFamily::Ec => EncodingKey::from_ec_pem(private_pem),
+            AlgorithmFamily::Ed => EncodingKey::from_ed_pem(private_pem),
+            AlgorithmFamily::Hmac => return Err(ConfigError::WrongKeyType(algorithm)),
+        }
+        .map_err(|_| bad())?;
+        Ok(Key {
+            encoding: Some(encoding),
+            ..Key::verify_only_pem(algorithm, public_pem)?
+        })
+    }
+
+    /// A key that only verifies, from a public-key PEM file: for a key being
+    /// rotated out, or tokens issued by another service.
+    pub fn verify_only_pem(algorithm: Algorithm, public_pem: &[u8]) -> Result<Key, ConfigError> {
+        let decoding = match algorithm.family() {
+            AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(public_pem),
+            AlgorithmFamily::Ec => DecodingKey::from_ec_pem(public_pem),
+            AlgorithmFamily::Ed => DecodingKey::from_ed_pem(public_pem),
+            AlgorithmFamily::Hmac => return Err(ConfigError::WrongKeyType(algorithm)),
+        }
+        .map_err(|_| ConfigError::InvalidKey(algorithm))?;
+        Ok(Key {
+            kid: None,
+            algorithm,
+            decoding,
+            encoding: None,
+        })
+    }
+
+    /// Names the key; tokens it signs carry this `kid`.
+    pub fn with_kid(mut self, kid: impl Into<String>) -> Key {
+        self.kid = Some(kid.into());
+        self
+    }
+
+    /// The algorithm this key is pinned to.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+}
+
+/// Builds a [`TokenCodec`]; every check runs in [`build`](Self::build).
+#[must_use]
+pub struct TokenCodecBuilder {
+    signing: Key,
+    verify_only: Vec<Key>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    leeway: Duration,
+    access_lifetime: Duration,
+    crypto_provider: Option<&'static CryptoProvider>,
+}
+
+impl TokenCodecBuilder {
+    /// Also verifies tokens signed by `key` (a key being rotated out). Every
+    /// key in a set of several needs a distinct `kid`.
+    pub fn also_verify(mut self, key: Key) -> Self {
+        self.verify_only.push(key);
+        self
+    }
+
+    /// Issues tokens with this `iss` and refuses tokens without it.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
+        self
+    }
+
+    /// Issues tokens with this `aud` and refuses tokens that do not name it.
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(audience.into());
+        self
+    }
+
+    /// Clock-skew allowance for `exp` and `nbf`. Default: 0 s.
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// How long issued access tokens live. Default: 30 minutes.
+    pub fn access_lifetime(mut self, lifetime: Duration) -> Self {
+        self.access_lifetime = lifetime;
+        self
+    }
+
+    /// The jsonwebtoken crypto provider to install when the crate is built
+    /// without the `aws_lc_rs` and `rust_crypto` features (see the
+    /// [module docs](self)).
+    pub fn crypto_provider(mut self, provider: &'static CryptoProvider) -> Self {
+        self.crypto_provider = Some(provider);
+        self
+    }
+
+    /// Checks the configuration: a provider exists, kids are unique, the
+    /// signing key signs and verifies, the lifetime is positive.
+    pub fn build(self) -> Result<TokenCodec, ConfigError> {
+        install_crypto_provider(self.crypto_provider)?;
+        if self.access_lifetime.as_secs() == 0 {
+            return Err(ConfigError::Lifetime(
+                "the access lifetime must be at least one second",
+            ));
+        }
+        if self.signing.encoding.is_none() {
+            return Err(ConfigError::NotASigningKey);
+        }
+        let mut keys = Vec::with_capacity(1 + self.verify_only.len());
+        keys.push(self.signing);
+        keys.extend(self.verify_only);
+        for (i, key) in keys.iter().enumerate() {
+            if keys.len() > 1 && key.kid.is_none() {
+                return Err(ConfigError::MissingKid);
+            }
+            if keys[..i].iter().any(|other| other.kid == key.kid) {
+                return Err(ConfigError::DuplicateKid);
+            }
+        }
+        let codec = TokenCodec {
+            inner: Arc::new(CodecInner {
+                validations: keys.iter().map(|k| validation_for(k.algorithm)).collect(),
+                keys,
+                issuer: self.issuer,
+                audience: self.audience.map(|aud| vec![aud]),
+                leeway: self.leeway.as_secs(),
+                access_lifetime: self.access_lifetime,
+            }),
+        };
+        codec.self_test()?;
+        Ok(codec)
+    }
+}
+
+fn install_crypto_provider(chosen: Option<&'static CryptoProvider>) -> Result<(), ConfigError> {
+    #[cfg(feature = "aws_lc_rs")]
+    let chosen = chosen.or(Some(&jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER));
+    #[cfg(all(feature = "rust_crypto", not(feature = "aws_lc_rs")))]
+    let chosen = chosen.or(Some(&jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER));
+    let provider = chosen.ok_or(ConfigError::NoCryptoBackend)?;
+    // An error means a provider is installed already (by the app or an
+    // earlier codec): that one stays, as the app chose it.
+    let _ = provider.install_default();
+    Ok(())
+}
+
+/// jsonwebtoken checks the signature and the pinned algorithm only; this
+/// module checks every claim itself, with strict types.
+fn validation_for(algorithm: Algorithm) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.leeway = 0;
+    validation
+}
+
+struct CodecInner {
+    keys: Vec<Key>,
+    validations: Vec<Validation>,
+    issuer: Option<String>,
+    audience: Option<Vec<String>>,
+    leeway: u64,
+    access_lifetime: Duration,
+}
+
+/// Issues and verifies access tokens. Cheap to clone.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_auth::{Key, Scopes, TokenCodec};
+///
+/// let codec = TokenCodec::builder(Key::hs256(&[7; 32]).unwrap())
+///     .issuer("https://auth.example")
+///     .access_lifetime(Duration::from_secs(1800))
+///     .build()
+///     .unwrap();
+/// let claims = codec.new_claims("johndoe", Scopes::parse("me").unwrap(), 0, ());
+/// let token = codec.issue(&claims).unwrap();
+/// let verified = codec.verify::<()>(&token).unwrap();
+/// assert_eq!(verified.sub, "johndoe");
+/// ```
+#[derive(Clone)]
+pub struct TokenCodec {
+    inner: Arc<CodecInner>,
+}
+
+impl fmt::Debug for TokenCodec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenCodec")
+            .field("keys", &self.inner.keys)
+            .field("issuer", &self.inner.issuer)
+            .field("audience", &self.inner.audience)
+            .field("leeway", &self.inner.leeway)
+            .field("access_lifetime", &self.inner.access_lifetime)
+            .finish()
+    }
+}
+
+impl TokenCodec {
+    /// Starts a codec that signs with `signing_key`.
+    pub fn builder(signing_key: Key) -> TokenCodecBuilder {
+        TokenCodecBuilder {
+            signing: signing_key,
+            verify_only: Vec::new(),
+            issuer: None,
+            audience: None,
+            leeway: Duration::ZERO,
+            access_lifetime: Duration::from_secs(30 * 60),
+            crypto_provider: None,
+        }
+    }
+
+    /// How long issued access tokens live.
+    pub fn access_lifetime(&self) -> Duration {
+        self.inner.access_lifetime
+    }
+
+    /// Claims for a new access token: issued now, expiring after the access
+    /// lifetime, with a fresh `jti`, `auth_time` = now, and the configured
+    /// issuer and audience.
+    pub fn new_claims<X>(
+        &self,
+        sub: impl Into<String>,
+        scope: Scopes,
+        token_version: u64,
+        extra: X,
+    ) -> Claims<X> {
+        let now = unix_now();
+        Claims {
+            sub: sub.into(),
+            exp: now + self.inner.access_lifetime.as_secs(),
+            iat: Some(now),
+            nbf: None,
+            iss: self.inner.issuer.clone(),
+            aud: self
+                .inner
+                .audience
+                .as_ref()
+                .and_then(|a| a.first().cloned())
+                .map(Audience::One),
+            jti: Some(new_jti()),
+            scope,
+            auth_time: Some(now),
+            token_version: Some(token_version),
+            extra,
+        }
+    }
+
+    /// Signs `claims` as an access token (`typ: at+jwt`) with the signing
+    /// key, naming its `kid`.
+    pub fn issue<X: Serialize>(&self, claims: &Claims<X>) -> Result<String, AuthError> {
+        let key = &self.inner.keys[0];
+        let mut header = Header::new(key.algorithm);
+        header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
+        header.kid.clone_from(&key.kid);
+        let encoding = key
+            .encoding
+            .as_ref()
+            .ok_or(AuthError::Internal("the signing key cannot sign"))?;
+        jsonwebtoken::encode(&header, claims, encoding)
+            .map_err(|_| AuthError::Internal("signing the access token failed"))
+    }
+
+    /// Verifies an access token and returns its claims; see the
+    /// [module docs](self) for every check. Errors carry a reason code, never
+    /// jsonwebtoken's message (which echoes attacker input).
+    pub fn verify<X: DeserializeOwned>(&self, token: &str) -> Result<Claims<X>, AuthError> {
+        self.verify_at(token, unix_now())
+            .map_err(AuthError::InvalidToken)
+    }
+
+    fn verify_at<X: DeserializeOwned>(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> Result<Claims<X>, TokenRejection> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRejection::Malformed)?;
+        if header.crit.is_some() {
+            return Err(TokenRejection::CriticalHeader);
+        }
+        let is_access_token = header.typ.as_deref().is_some_and(|typ| {
+            typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE)
+                || typ.eq_ignore_ascii_case("application/at+jwt")
+        });
+        if !is_access_token {
+            return Err(TokenRejection::WrongType);
+        }
+        let index = self
+            .inner
+            .keys
+            .iter()
+            .position(|key| key.kid.as_deref() == header.kid.as_deref())
+            .ok_or(TokenRejection::UnknownKey)?;
+        let key = &self.inner.keys[index];
+        if header.alg != key.algorithm {
+            return Err(TokenRejection::AlgorithmMismatch);
+        }
+        let raw: RawClaims<X> =
+            jsonwebtoken::decode(token, &key.decoding, &self.inner.validations[index])
+                .map_err(|err| match err.kind() {
+                    ErrorKind::InvalidSignature => TokenRejection::BadSignature,
+                    ErrorKind::InvalidAlgorithm => TokenRejection::AlgorithmMismatch,
+                    _ => TokenRejection::Malformed,
+                })?
+                .claims;
+        let claims = raw.into_claims()?;
+        self.check_claims(&claims, now)?;
+        Ok(claims)
+    }
+
+    fn check_claims<X>(&self, claims: &Claims<X>, now: u64) -> Result<(), TokenRejection> {
+        let leeway = self.inner.leeway;
+        // RFC 7519 §4.1.4: not accepted on or after `exp`.
+        if now >= claims.exp.saturating_add(leeway) {
+            return Err(TokenRejection::Expired);
+        }
+        if claims
+            .nbf
+            .is_some_and(|nbf| now.saturating_add(leeway) < nbf)
+        {
+            return Err(TokenRejection::NotYetValid);
+        }
+        if let Some(issuer) = &self.inner.issuer {
+            if claims.iss.as_ref() != Some(issuer) {
+                return Err(TokenRejection::WrongIssuer);
+            }
+        }
+        match (&self.inner.audience, &claims.aud) {
+            (Some(accepted), Some(aud)) if aud.contains_any(accepted) => {}
+            (None, None) => {}
+            _ => return Err(TokenRejection::WrongAudience),
+        }
+        Ok(())
+    }
+
+    /// Signs a probe with the signing key and verifies it, so a mismatched
+    /// key pair fails at startup rather than on the first request.
+    fn self_test(&self) -> Result<(), ConfigError> {
+        let claims = self.new_claims("tower-auth-self-test", Scopes::none(), 0, ());
+        let token = self
+            .issue(&claims)
+            .map_err(|_| ConfigError::KeyPairMismatch)?;
+        self.verify::<()>(&token)
+            .map_err(|_| ConfigError::KeyPairMismatch)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn codec() -> TokenCodec {
+        crate::test_support::codec_builder(Key::hs256(SECRET).unwrap())
+            .build()
+            .unwrap()
+    }
+
+    fn sign_raw(header: &Header, payload: &serde_json::Value) -> String {
+        jsonwebtoken::encode(header, payload, &EncodingKey::from_secret(SECRET)).unwrap()
+    }
+
+    fn at_header() -> Header {
+        let mut header = Header::new(Algorithm::HS256);
+        header.typ = Some(ACCESS_TOKEN_TYPE.into());
+        header
+    }
+
+    #[test]
+    fn round_trips_issued_claims() {
+        let codec = codec();
+        let claims = codec.new_claims("u1", Scopes::parse("a b").unwrap(), 3, ());
+        let token = codec.issue(&claims).unwrap();
+        assert_eq!(codec.verify::<()>(&token).unwrap(), claims);
+    }
+
+    #[test]
+    fn exp_boundary_is_exclusive() {
+        let codec = codec();
+        let token = sign_raw(&at_header(), &serde_json::json!({"sub": "u", "exp": 1000}));
+        assert!(codec.verify_at::<()>(&token, 999).is_ok());
+        assert_eq!(
+            codec.verify_at::<()>(&token, 1000).unwrap_err(),
+            TokenRejection::Expired
+        );
+    }
+
+    #[test]
+    fn refuses_other_token_types_and_crit() {
+        let codec = codec();
+        let payload = serde_json::json!({"sub": "u", "exp": u64::MAX / 2});
+        let mut jwt = Header::new(Algorithm::HS256);
+        jwt.typ = Some("JWT".into());
+        assert_eq!(
+            codec
+                .verify_at::<()>(&sign_raw(&jwt, &payload), 0)
+                .unwrap_err(),
+            TokenRejection::WrongType
+        );
+        let mut crit = at_header();
+        crit.crit = Some(vec!["exp".into()]);
+        assert_eq!(
+            codec
+                .verify_at::<()>(&sign_raw(&crit, &payload), 0)
+                .unwrap_err(),
+            TokenRejection::CriticalHeader
+        );
+    }
+
+    #[test]
+    fn scope_and_scp_together_are_refused() {
+        let codec = codec();
+        let both = serde_json::json!({"sub": "u", "exp": u64::MAX / 2, "scope": "a", "scp": ["a"]});
+        assert_eq!(
+            codec
+                .verify_at::<()>(&sign_raw(&at_header(), &both), 0)
+                .unwrap_err(),
+            TokenRejection::ConflictingScopes
+        );
+        let scp = serde_json::json!({"sub": "u", "exp": u64::MAX / 2, "scp": ["b", "a"]});
+        let claims = codec
+            .verify_at::<()>(&sign_raw(&at_header(), &scp), 0)
+            .unwrap();
+        assert_eq!(claims.scope.to_string(), "a b");
+    }
+
+    #[test]
+    fn builder_refuses_bad_configuration() {
+        assert!(matches!(
+            Key::hs256(b"short"),
+            Err(ConfigError::SecretTooShort)
+        ));
+        let a = Key::hs256(SECRET).unwrap();
+        let b = Key::hs256(&[1; 32]).unwrap();
+        assert!(matches!(
+            crate::test_support::codec_builder(a.clone())
+                .also_verify(b.clone())
+                .build(),
+            Err(ConfigError::MissingKid)
+        ));
+        assert!(matches!(
+            crate::test_support::codec_builder(a.with_kid("k"))
+                .also_verify(b.with_kid("k"))
+                .build(),
+            Err(ConfigError::DuplicateKid)
+        ));
+    }
+}

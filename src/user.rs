@@ -1,0 +1,298 @@
+//! The application's users: the [`AuthUser`] and [`UserStore`] traits, and
+//! [`MemoryUserStore`] for tests and examples.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+
+use crate::error::BoxError;
+use crate::scope::Scopes;
+
+/// What the crate needs to know about a user.
+///
+/// ```
+/// use tower_auth::{AuthUser, Scopes};
+///
+/// #[derive(Clone)]
+/// struct User { id: String, name: String, hash: String, disabled: bool }
+///
+/// impl AuthUser for User {
+///     fn subject(&self) -> &str { &self.id }
+///     fn username(&self) -> &str { &self.name }
+///     fn password_hash(&self) -> Option<&str> { Some(&self.hash) }
+///     fn is_active(&self) -> bool { !self.disabled }
+///     fn allowed_scopes(&self) -> Scopes { Scopes::parse("me items").unwrap() }
+/// }
+/// ```
+pub trait AuthUser: Clone + Send + Sync + 'static {
+    /// The stable id that goes into a token's `sub`.
+    fn subject(&self) -> &str;
+
+    /// The name the user logs in with. Defaults to the subject.
+    fn username(&self) -> &str {
+        self.subject()
+    }
+
+    /// The stored argon2 PHC string, or `None` for a user who cannot log in
+    /// with a password.
+    fn password_hash(&self) -> Option<&str>;
+
+    /// Whether the user may log in and use tokens. Defaults to `true`.
+    fn is_active(&self) -> bool {
+        true
+    }
+
+    /// The scopes the login endpoint may grant this user. Defaults to none.
+    fn allowed_scopes(&self) -> Scopes {
+        Scopes::none()
+    }
+
+    /// The current token version. Raise it (on a password change, "log out
+    /// everywhere") and every token issued before is revoked. Defaults to 0.
+    fn token_version(&self) -> u64 {
+        0
+    }
+}
+
+/// Where the application keeps its users. Implement it with `async fn`s:
+///
+/// ```
+/// use tower_auth::{SimpleUser, UserStore};
+///
+/// struct Db;
+///
+/// impl UserStore for Db {
+///     type User = SimpleUser;
+///     type Error = std::io::Error;
+///
+///     async fn find_by_subject(&self, sub: &str) -> Result<Option<SimpleUser>, std::io::Error> {
+///         Ok(None) // SELECT … WHERE id = $1
+///     }
+///
+///     async fn find_by_username(&self, username: &str) -> Result<Option<SimpleUser>, std::io::Error> {
+///         Ok(None) // SELECT … WHERE username = $1
+///     }
+/// }
+/// ```
+pub trait UserStore: Send + Sync + 'static {
+    /// The user type.
+    type User: AuthUser;
+    /// The store's error; logged, never sent to a client.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Loads the user a token's `sub` names. Runs on every authenticated
+    /// request.
+    fn find_by_subject(
+        &self,
+        sub: &str,
+    ) -> impl Future<Output = Result<Option<Self::User>, Self::Error>> + Send;
+
+    /// Loads the user a login names.
+    fn find_by_username(
+        &self,
+        username: &str,
+    ) -> impl Future<Output = Result<Option<Self::User>, Self::Error>> + Send;
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// [`UserStore`] with its store type erased, so an
+/// [`Authenticator`](crate::Authenticator) is generic over the user only.
+pub(crate) trait DynUserStore<U>: Send + Sync {
+    fn find_by_subject<'a>(&'a self, sub: &'a str) -> BoxFuture<'a, Result<Option<U>, BoxError>>;
+    fn find_by_username<'a>(
+        &'a self,
+        username: &'a str,
+    ) -> BoxFuture<'a, Result<Option<U>, BoxError>>;
+}
+
+impl<S: UserStore> DynUserStore<S::User> for S {
+    fn find_by_subject<'a>(
+        &'a self,
+        sub: &'a str,
+    ) -> BoxFuture<'a, Result<Option<S::User>, BoxError>> {
+        Box::pin(async move {
+            UserStore::find_by_subject(self, sub)
+                .await
+                .map_err(Into::into)
+        })
+    }
+
+    fn find_by_username<'a>(
+        &'a self,
+        username: &'a str,
+    ) -> BoxFuture<'a, Result<Option<S::User>, BoxError>> {
+        Box::pin(async move {
+            UserStore::find_by_username(self, username)
+                .await
+                .map_err(Into::into)
+        })
+    }
+}
+
+/// A ready-made user for examples and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimpleUser {
+    /// The subject and login name.
+    pub username: String,
+    /// The argon2 PHC string.
+    pub password_hash: String,
+    /// Whether the user may log in.
+    pub active: bool,
+    /// The scopes the user may be granted.
+    pub scopes: Scopes,
+    /// The token version.
+    pub token_version: u64,
+}
+
+impl SimpleUser {
+    /// An active user with no scopes and token version 0.
+    pub fn new(username: impl Into<String>, password_hash: impl Into<String>) -> Self {
+        SimpleUser {
+            username: username.into(),
+            password_hash: password_hash.into(),
+            active: true,
+            scopes: Scopes::none(),
+            token_version: 0,
+        }
+    }
+
+    /// Sets the scopes the user may be granted.
+    pub fn with_scopes(mut self, scopes: Scopes) -> Self {
+        self.scopes = scopes;
+        self
+    }
+}
+
+impl AuthUser for SimpleUser {
+    fn subject(&self) -> &str {
+        &self.username
+    }
+
+    fn password_hash(&self) -> Option<&str> {
+        Some(&self.password_hash)
+    }
+
+    fn is_active(&self) -> bool {
+        self.active
+    }
+
+    fn allowed_scopes(&self) -> Scopes {
+        self.scopes.clone()
+    }
+
+    fn token_version(&self) -> u64 {
+        self.token_version
+    }
+}
+
+/// Users held in memory, keyed by subject, with a username index. Cheap to
+/// clone: clones share the same users, so a test can change a user while a
+/// server runs.
+///
+/// ```
+/// use tower_auth::{MemoryUserStore, SimpleUser};
+///
+/// let store = MemoryUserStore::new();
+/// store.insert(SimpleUser::new("johndoe", "$argon2id$…"));
+/// store.update("johndoe", |u| u.active = false);
+/// ```
+#[derive(Clone)]
+pub struct MemoryUserStore<U> {
+    users: Arc<RwLock<Users<U>>>,
+}
+
+struct Users<U> {
+    by_subject: HashMap<String, U>,
+    subject_by_username: HashMap<String, String>,
+}
+
+impl<U: AuthUser> Default for MemoryUserStore<U> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<U: AuthUser> MemoryUserStore<U> {
+    /// An empty store.
+    pub fn new() -> Self {
+        MemoryUserStore {
+            users: Arc::new(RwLock::new(Users {
+                by_subject: HashMap::new(),
+                subject_by_username: HashMap::new(),
+            })),
+        }
+    }
+
+    /// Adds or replaces a user.
+    pub fn insert(&self, user: U) {
+        let mut users = self.write();
+        let subject = user.subject().to_owned();
+        if let Some(old) = users.by_subject.get(&subject) {
+            let old_name = old.username().to_owned();
+            users.subject_by_username.remove(&old_name);
+        }
+        users
+            .subject_by_username
+            .insert(user.username().to_owned(), subject.clone());
+        users.by_subject.insert(subject, user);
+    }
+
+    /// Changes the user with this subject in place; returns whether it
+    /// exists.
+    pub fn update(&self, subject: &str, change: impl FnOnce(&mut U)) -> bool {
+        let Some(mut user) = self.get(subject) else {
+            return false;
+        };
+        change(&mut user);
+        self.insert(user);
+        true
+    }
+
+    /// Removes the user with this subject.
+    pub fn remove(&self, subject: &str) -> Option<U> {
+        let mut users = self.write();
+        let user = users.by_subject.remove(subject)?;
+        users.subject_by_username.remove(user.username());
+        Some(user)
+    }
+
+    /// The user with this subject.
+    pub fn get(&self, subject: &str) -> Option<U> {
+        self.read().by_subject.get(subject).cloned()
+    }
+
+    // A panic elsewhere while holding the lock leaves the maps consistent
+    // (every change is one insert or remove), so a poisoned lock is used as is.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Users<U>> {
+        self.users
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Users<U>> {
+        self.users
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl<U: AuthUser> UserStore for MemoryUserStore<U> {
+    type User = U;
+    type Error = Infallible;
+
+    async fn find_by_subject(&self, sub: &str) -> Result<Option<U>, Infallible> {
+        Ok(self.get(sub))
+    }
+
+    async fn find_by_username(&self, username: &str) -> Result<Option<U>, Infallible> {
+        let users = self.read();
+        Ok(users
+            .subject_by_username
+            .get(username)
+            .and_then(|sub| users.by_subject.get(sub))
+            .cloned())
+    }
+}
