@@ -330,6 +330,7 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
         ))
     }
 
+    #[cfg(feature = "axum")]
     pub(crate) fn renderer(&self) -> &ErrorRenderer {
         &self.inner.renderer
     }

@@ -29,6 +29,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::authenticator::{Authenticated, Authenticator};
+#[cfg(feature = "axum")]
 use crate::error::ErrorRenderer;
 use crate::scope::GrantedScopes;
 use crate::token::ExtraClaims;
@@ -152,6 +153,7 @@ where
 
 /// Marks a request the layer has seen, with the renderer for extractors
 /// that do not know the user type.
+#[cfg(feature = "axum")]
 #[derive(Clone)]
 pub(crate) struct LayerRenderer(pub(crate) ErrorRenderer);
 
