@@ -138,6 +138,7 @@ where
                     if let Some(identity) = identity {
                         insert_identity(&mut parts.extensions, identity);
                     }
+                    #[cfg(feature = "axum")]
                     parts
                         .extensions
                         .insert(LayerRenderer(auth.renderer().clone()));
