@@ -16,6 +16,7 @@ use crate::error::{
 };
 use crate::login::{PasswordGrant, TokenResponse};
 use crate::password::{PasswordError, PasswordHasher};
+use crate::refresh::SlidingExpiry;
 use crate::scope::{InvalidScope, RequireScopes, Scopes};
 use crate::token::{Claims, ExtraClaims, TokenCodec};
 use crate::user::{AuthUser, DynUserStore, UserStore};
@@ -52,6 +53,7 @@ struct Inner<U, X> {
     passwords: PasswordHasher,
     renderer: ErrorRenderer,
     extra_claims: Box<ClaimsFor<U, X>>,
+    sliding_expiry: Option<SlidingExpiry>,
 }
 
 /// Authenticates requests and logs users in. Cheap to clone (one `Arc`).
@@ -97,9 +99,18 @@ pub struct AuthenticatorBuilder<U, X = ()> {
     realm: String,
     render_hook: Option<Arc<dyn RenderError>>,
     extra_claims: Box<ClaimsFor<U, X>>,
+    sliding_expiry: Option<SlidingExpiry>,
 }
 
 impl<U: AuthUser, X: ExtraClaims> AuthenticatorBuilder<U, X> {
+    /// Renews aging tokens on successful responses; see
+    /// [`refresh`](crate::refresh). Applied by [`AuthLayer`](crate::AuthLayer)
+    /// or [`Authenticator::apply_sliding_expiry`].
+    pub fn sliding_expiry(mut self, policy: SlidingExpiry) -> Self {
+        self.sliding_expiry = Some(policy);
+        self
+    }
+
     /// Where to look for tokens. Default: [`Credentials::bearer`].
     pub fn credentials(mut self, credentials: Credentials) -> Self {
         self.credentials = credentials;
@@ -139,6 +150,7 @@ impl<U: AuthUser, X: ExtraClaims> AuthenticatorBuilder<U, X> {
             realm: self.realm,
             render_hook: self.render_hook,
             extra_claims: Box::new(claims_for),
+            sliding_expiry: self.sliding_expiry,
         }
     }
 
@@ -148,6 +160,9 @@ impl<U: AuthUser, X: ExtraClaims> AuthenticatorBuilder<U, X> {
         if !is_valid_realm(&self.realm) {
             return Err(ConfigError::InvalidRealm);
         }
+        if let Some(policy) = &self.sliding_expiry {
+            policy.validate(&self.codec, &self.credentials)?;
+        }
         Ok(Authenticator {
             inner: Arc::new(Inner {
                 store: self.store,
@@ -156,6 +171,7 @@ impl<U: AuthUser, X: ExtraClaims> AuthenticatorBuilder<U, X> {
                 passwords: self.passwords.unwrap_or_default(),
                 renderer: ErrorRenderer::new(self.realm.into(), self.render_hook),
                 extra_claims: self.extra_claims,
+                sliding_expiry: self.sliding_expiry,
             }),
         })
     }
@@ -175,6 +191,7 @@ impl<U: AuthUser> Authenticator<U> {
             realm: "tower-auth".to_owned(),
             render_hook: None,
             extra_claims: Box::new(|_| ()),
+            sliding_expiry: None,
         }
     }
 }
@@ -309,6 +326,32 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
             codec.access_lifetime(),
             claims.scope,
         ))
+    }
+
+    /// Adds a renewed token to a successful `response` when the
+    /// sliding-expiry policy says one is due for the request's `claims` (and
+    /// `credential`, from [`Authenticated`]); does nothing without a policy.
+    /// [`AuthLayer`](crate::AuthLayer) calls this for you.
+    pub fn apply_sliding_expiry<B>(
+        &self,
+        claims: &Claims<X>,
+        credential: CredentialKind,
+        response: &mut Response<B>,
+    ) {
+        if let Some(policy) = &self.inner.sliding_expiry {
+            policy.apply(
+                &self.inner.codec,
+                &self.inner.credentials,
+                claims,
+                credential,
+                response,
+            );
+        }
+    }
+
+    /// The sliding-expiry policy, if any.
+    pub fn sliding_expiry_policy(&self) -> Option<&SlidingExpiry> {
+        self.inner.sliding_expiry.as_ref()
     }
 
     /// The response for `error`: status, `WWW-Authenticate`, JSON body,

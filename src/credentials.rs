@@ -54,8 +54,8 @@ pub enum TokenSource {
     Bearer,
     /// The query parameter with this name.
     Query(String),
-    /// The cookie with this name.
-    Cookie(String),
+    /// The cookie described by this [`SessionCookie`].
+    Cookie(SessionCookie),
 }
 
 impl TokenSource {
@@ -139,8 +139,15 @@ impl Credentials {
     }
 
     /// Also reads the cookie `name`, after the sources already listed.
-    pub fn cookie(mut self, name: impl Into<String>) -> Self {
-        self.sources.push(TokenSource::Cookie(name.into()));
+    /// Cookies this crate sets under that name get the secure defaults of
+    /// [`SessionCookie::new`].
+    pub fn cookie(self, name: impl Into<String>) -> Self {
+        self.session_cookie(SessionCookie::new(name))
+    }
+
+    /// Also reads the session cookie, and sets cookies with its attributes.
+    pub fn session_cookie(mut self, cookie: SessionCookie) -> Self {
+        self.sources.push(TokenSource::Cookie(cookie));
         self
     }
 
@@ -176,10 +183,10 @@ impl Credentials {
         &self.sources
     }
 
-    /// The cookie source's name, if one is configured.
-    pub fn cookie_name(&self) -> Option<&str> {
+    /// The cookie source, if one is configured.
+    pub fn session_cookie_config(&self) -> Option<&SessionCookie> {
         self.sources.iter().find_map(|source| match source {
-            TokenSource::Cookie(name) => Some(name.as_str()),
+            TokenSource::Cookie(cookie) => Some(cookie),
             _ => None,
         })
     }
@@ -198,7 +205,11 @@ impl Credentials {
             }
             let name = match source {
                 TokenSource::Bearer => continue,
-                TokenSource::Query(name) | TokenSource::Cookie(name) => name,
+                TokenSource::Query(name) => name,
+                TokenSource::Cookie(cookie) => {
+                    cookie.validate()?;
+                    &cookie.name
+                }
             };
             // A cookie or parameter name must be an RFC 7230 token.
             if name.is_empty() || !name.bytes().all(is_tchar) {
@@ -220,7 +231,7 @@ impl Credentials {
             let token = match source {
                 TokenSource::Bearer => self.from_header(parts)?,
                 TokenSource::Query(name) => self.from_query(parts, name)?,
-                TokenSource::Cookie(name) => self.from_cookie(parts, name)?,
+                TokenSource::Cookie(cookie) => self.from_cookie(parts, &cookie.name)?,
             };
             let Some(token) = token else { continue };
             if found.is_some() {
@@ -331,6 +342,103 @@ impl Credentials {
             return Err(AuthError::InvalidRequest("malformed token"));
         }
         Ok(Some(value))
+    }
+}
+
+/// The session cookie that carries an access token in a browser: its name
+/// and the attributes of every `Set-Cookie` this crate sends for it (a
+/// renewed token, a cookie login, a logout).
+///
+/// Defaults: `HttpOnly`, `Secure`, `SameSite=Lax`, `Path=/`, no `Domain`.
+/// A name starting with `__Host-` (browsers then refuse the cookie unless it
+/// is `Secure`, `Path=/` and has no `Domain`) must keep `Secure`; turning
+/// `Secure` off is for plain-HTTP development only.
+///
+/// ```
+/// use tower_auth::credentials::SessionCookie;
+///
+/// let cookie = SessionCookie::new("__Host-access_token");
+/// let header = cookie.set_cookie("eyJ…", std::time::Duration::from_secs(1800));
+/// assert_eq!(
+///     header.to_str().unwrap(),
+///     "__Host-access_token=eyJ…; HttpOnly; SameSite=Lax; Secure; Path=/; Max-Age=1800"
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct SessionCookie {
+    name: String,
+    secure: bool,
+    same_site: cookie::SameSite,
+}
+
+impl SessionCookie {
+    /// A cookie called `name` with the secure defaults.
+    pub fn new(name: impl Into<String>) -> Self {
+        SessionCookie {
+            name: name.into(),
+            secure: true,
+            same_site: cookie::SameSite::Lax,
+        }
+    }
+
+    /// Whether to send `Secure`. Only for plain-HTTP development.
+    pub fn secure(mut self, secure: bool) -> Self {
+        self.secure = secure;
+        self
+    }
+
+    /// The `SameSite` attribute. Default `Lax`.
+    pub fn same_site(mut self, same_site: cookie::SameSite) -> Self {
+        self.same_site = same_site;
+        self
+    }
+
+    /// The cookie's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A `Set-Cookie` value carrying `token` for `max_age`.
+    pub fn set_cookie(&self, token: &str, max_age: std::time::Duration) -> HeaderValue {
+        let max_age = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
+        self.header(
+            self.builder(token)
+                .max_age(cookie::time::Duration::seconds(max_age)),
+        )
+    }
+
+    /// A `Set-Cookie` value that deletes the cookie (logout).
+    pub fn removal(&self) -> HeaderValue {
+        self.header(self.builder("").removal())
+    }
+
+    fn builder<'a>(&'a self, value: &'a str) -> cookie::CookieBuilder<'a> {
+        cookie::Cookie::build((self.name.as_str(), value))
+            .http_only(true)
+            .same_site(self.same_site)
+            .secure(self.secure)
+            .path("/")
+    }
+
+    fn header(&self, cookie: cookie::CookieBuilder<'_>) -> HeaderValue {
+        // The name is a checked token and the value a token68 or empty, so
+        // the cookie is visible ASCII; an empty value is the fallback that
+        // cannot happen.
+        HeaderValue::from_str(&cookie.build().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.name.starts_with("__Host-") && !self.secure {
+            return Err(ConfigError::Credentials("a __Host- cookie must be Secure"));
+        }
+        if self.same_site == cookie::SameSite::None && !self.secure {
+            return Err(ConfigError::Credentials(
+                "a SameSite=None cookie must be Secure",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -524,6 +632,15 @@ mod tests {
     #[test]
     fn configuration_is_checked() {
         assert!(Credentials::bearer().cookie("bad name").validate().is_err());
+        let insecure_host = SessionCookie::new("__Host-at").secure(false);
+        assert!(
+            Credentials::bearer()
+                .session_cookie(insecure_host)
+                .validate()
+                .is_err()
+        );
+        let dev = SessionCookie::new("at").secure(false);
+        assert!(Credentials::bearer().session_cookie(dev).validate().is_ok());
         assert!(
             Credentials::bearer()
                 .cookie("a")

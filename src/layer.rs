@@ -135,6 +135,11 @@ where
             };
             match identity {
                 Ok(identity) => {
+                    // Kept for sliding expiry once the response is known.
+                    let renewal_basis = identity
+                        .as_ref()
+                        .filter(|_| auth.sliding_expiry_policy().is_some())
+                        .map(|identity| (identity.claims.clone(), identity.credential));
                     if let Some(identity) = identity {
                         insert_identity(&mut parts.extensions, identity);
                     }
@@ -142,8 +147,11 @@ where
                     parts
                         .extensions
                         .insert(LayerRenderer(auth.renderer().clone()));
-                    parts.extensions.insert(auth);
-                    let response = inner.call(Request::from_parts(parts, body)).await?;
+                    parts.extensions.insert(auth.clone());
+                    let mut response = inner.call(Request::from_parts(parts, body)).await?;
+                    if let Some((claims, credential)) = &renewal_basis {
+                        auth.apply_sliding_expiry(claims, *credential, &mut response);
+                    }
                     Ok(response.map(Either::Left))
                 }
                 Err(err) => Ok(auth.error_response(&err).map(Either::Right)),

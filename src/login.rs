@@ -25,6 +25,7 @@ use serde::Serialize;
 
 use crate::authenticator::Authenticator;
 use crate::error::{AuthError, GrantError};
+use crate::refresh::Renewal;
 use crate::scope::Scopes;
 use crate::token::ExtraClaims;
 use crate::user::AuthUser;
@@ -182,10 +183,13 @@ where
     B: Body,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    match login(auth, request).await {
+    let mut response = match login(auth, request).await {
         Ok(token) => token.into_response(),
         Err(err) => auth.error_response(&err),
-    }
+    };
+    // A login response is never the place to renew the caller's old token.
+    response.extensions_mut().insert(Renewal::Skip);
+    response
 }
 
 async fn login<U, X, B>(
