@@ -258,7 +258,8 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
 
     /// The OAuth2 password grant: checks the password (off the async
     /// workers), grants the requested scopes the user holds (all of them
-    /// when none are requested) and issues an access token. Unknown user,
+    /// when none are requested; `invalid_scope` when the user holds none of
+    /// those requested) and issues an access token. Unknown user,
     /// wrong password and disabled user all give the same
     /// [`GrantError::InvalidGrant`], at the same cost.
     pub async fn login(&self, grant: &PasswordGrant) -> Result<TokenResponse, AuthError> {
@@ -308,6 +309,16 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
             Some(requested) => requested.intersection(&allowed),
             None => allowed,
         };
+        // Asking only for scopes the user does not hold is `invalid_scope`
+        // (RFC 6749 §5.2), said only after the password is known to match.
+        if grant
+            .scope
+            .as_ref()
+            .is_some_and(|requested| !requested.is_empty())
+            && scope.is_empty()
+        {
+            return Err(GrantError::InvalidScope.into());
+        }
         let codec = &self.inner.codec;
         let claims = codec.new_claims(
             user.subject(),

@@ -40,7 +40,7 @@ use http::request::Parts;
 use crate::authenticator::{Authenticated, Authenticator};
 use crate::error::{AuthError, ErrorRenderer};
 use crate::layer::LayerRenderer;
-use crate::scope::{Scopes, check_scopes};
+use crate::scope::{Scopes, is_scope_token};
 use crate::token::{Claims, ExtraClaims};
 use crate::user::AuthUser;
 
@@ -70,24 +70,30 @@ impl<U, X> AuthenticatorState<U, X> for () {
 
 /// The layer's authenticator (it puts itself into the extensions), else the
 /// state's.
-fn find_authenticator<U, X, S>(parts: &Parts, state: &S) -> Result<Authenticator<U, X>, Response>
+fn find_authenticator<U, X, S>(parts: &Parts, state: &S) -> Option<Authenticator<U, X>>
 where
     U: AuthUser,
     X: ExtraClaims,
     S: AuthenticatorState<U, X>,
 {
-    if let Some(auth) = parts.extensions.get::<Authenticator<U, X>>() {
-        return Ok(auth.clone());
-    }
-    state.authenticator().ok_or_else(|| {
-        let message =
-            "an Authenticated extractor needs AuthLayer or an Authenticator in the router state";
-        tracing::error!("{message}");
-        ErrorRenderer::default()
-            .render(&AuthError::Internal(message))
-            .into_response()
-    })
+    parts
+        .extensions
+        .get::<Authenticator<U, X>>()
+        .cloned()
+        .or_else(|| state.authenticator())
 }
+
+/// The 500 for an extractor that has neither a layer nor state to work with:
+/// a programming error, said plainly in the log and the body.
+fn misconfigured(message: &'static str) -> Response {
+    tracing::error!("{message}");
+    ErrorRenderer::default()
+        .render(&AuthError::Internal(message))
+        .into_response()
+}
+
+const NO_AUTHENTICATOR: &str =
+    "an Authenticated extractor needs AuthLayer or an Authenticator in the router state";
 
 impl<U, X, S> FromRequestParts<S> for Authenticated<U, X>
 where
@@ -101,7 +107,8 @@ where
         if let Some(identity) = parts.extensions.get::<Authenticated<U, X>>() {
             return Ok(identity.clone());
         }
-        let auth = find_authenticator(parts, state)?;
+        let auth =
+            find_authenticator(parts, state).ok_or_else(|| misconfigured(NO_AUTHENTICATOR))?;
         auth.authenticate(parts)
             .await
             .map_err(|err| auth.error_response(&err).into_response())
@@ -123,7 +130,8 @@ where
         if let Some(identity) = parts.extensions.get::<Authenticated<U, X>>() {
             return Ok(Some(identity.clone()));
         }
-        let auth = find_authenticator(parts, state)?;
+        let auth =
+            find_authenticator(parts, state).ok_or_else(|| misconfigured(NO_AUTHENTICATOR))?;
         auth.authenticate_optional(parts)
             .await
             .map_err(|err| auth.error_response(&err).into_response())
@@ -153,6 +161,13 @@ pub struct Scoped<R, U, X = ()> {
     _requirement: PhantomData<fn() -> R>,
 }
 
+impl<R, U, X> Scoped<R, U, X> {
+    /// The identity, by value.
+    pub fn into_inner(self) -> Authenticated<U, X> {
+        self.identity
+    }
+}
+
 impl<R, U, X> Deref for Scoped<R, U, X> {
     type Target = Authenticated<U, X>;
 
@@ -171,20 +186,24 @@ where
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if !R::SCOPES.iter().all(|scope| is_scope_token(scope)) {
+            return Err(misconfigured(
+                "a ScopeRequirement names an invalid scope token",
+            ));
+        }
         let identity =
             <Authenticated<U, X> as FromRequestParts<S>>::from_request_parts(parts, state).await?;
         let granted = &identity.claims.scope;
         if R::SCOPES.iter().any(|scope| !granted.contains(scope)) {
-            let auth = find_authenticator(parts, state)?;
-            let required = Scopes::try_from_iter(R::SCOPES).map_err(|_| {
-                auth.error_response(&AuthError::Internal(
-                    "a ScopeRequirement names an invalid scope",
-                ))
-                .into_response()
-            })?;
-            if let Err(err) = check_scopes(&required, Some(granted)) {
-                return Err(auth.error_response(&err).into_response());
-            }
+            // Only on the refusal path are the scopes collected into a set.
+            let required = Scopes::try_from_iter(R::SCOPES).unwrap_or_default();
+            let missing = granted.missing(&required);
+            let err = AuthError::InsufficientScope { required, missing };
+            let response = match find_authenticator(parts, state) {
+                Some(auth) => auth.error_response(&err),
+                None => ErrorRenderer::default().render(&err),
+            };
+            return Err(response.into_response());
         }
         Ok(Scoped {
             identity,
@@ -210,11 +229,9 @@ where
                 .render(&AuthError::MissingCredentials)
                 .into_response());
         }
-        let message = "the Claims extractor needs AuthLayer in front of the route";
-        tracing::error!("{message}");
-        Err(ErrorRenderer::default()
-            .render(&AuthError::Internal(message))
-            .into_response())
+        Err(misconfigured(
+            "the Claims extractor needs AuthLayer in front of the route",
+        ))
     }
 }
 

@@ -229,9 +229,9 @@ impl Credentials {
         let mut found: Option<FoundToken<'a>> = None;
         for source in &self.sources {
             let token = match source {
-                TokenSource::Bearer => self.from_header(parts)?,
-                TokenSource::Query(name) => self.from_query(parts, name)?,
-                TokenSource::Cookie(cookie) => self.from_cookie(parts, &cookie.name)?,
+                TokenSource::Bearer => self.header_token(parts)?,
+                TokenSource::Query(name) => self.query_token(parts, name)?,
+                TokenSource::Cookie(cookie) => self.cookie_token(parts, &cookie.name)?,
             };
             let Some(token) = token else { continue };
             if found.is_some() {
@@ -260,7 +260,7 @@ impl Credentials {
         }
     }
 
-    fn from_header<'a>(&self, parts: &'a Parts) -> Result<Option<Cow<'a, str>>, AuthError> {
+    fn header_token<'a>(&self, parts: &'a Parts) -> Result<Option<Cow<'a, str>>, AuthError> {
         let mut values = parts.headers.get_all(AUTHORIZATION).iter();
         let Some(value) = values.next() else {
             return Ok(None);
@@ -280,7 +280,7 @@ impl Credentials {
         Ok(Some(Cow::Borrowed(token)))
     }
 
-    fn from_query<'a>(
+    fn query_token<'a>(
         &self,
         parts: &'a Parts,
         name: &str,
@@ -303,7 +303,7 @@ impl Credentials {
         self.non_empty_token(value)
     }
 
-    fn from_cookie<'a>(
+    fn cookie_token<'a>(
         &self,
         parts: &'a Parts,
         name: &str,
@@ -358,10 +358,10 @@ impl Credentials {
 /// use tower_auth::credentials::SessionCookie;
 ///
 /// let cookie = SessionCookie::new("__Host-access_token");
-/// let header = cookie.set_cookie("eyJ…", std::time::Duration::from_secs(1800));
+/// let header = cookie.set_cookie("eyJhbGciOi.eyJzdWIiOi.c2ln", std::time::Duration::from_secs(1800));
 /// assert_eq!(
 ///     header.to_str().unwrap(),
-///     "__Host-access_token=eyJ…; HttpOnly; SameSite=Lax; Secure; Path=/; Max-Age=1800"
+///     "__Host-access_token=eyJhbGciOi.eyJzdWIiOi.c2ln; HttpOnly; SameSite=Lax; Secure; Path=/; Max-Age=1800"
 /// );
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 //!
 //! | error | status | `WWW-Authenticate` | body `error` |
 //! | --- | --- | --- | --- |
-//! | [`MissingCredentials`](AuthError::MissingCredentials) | 401 | `Bearer realm="…"` | `invalid_token`-less: `"unauthorized"` |
+//! | [`MissingCredentials`](AuthError::MissingCredentials) | 401 | `Bearer realm="…"` | `unauthorized` (RFC 6750 sends no error code here) |
 //! | [`InvalidRequest`](AuthError::InvalidRequest) | 400 | `Bearer realm="…", error="invalid_request", …` | `invalid_request` |
 //! | [`InvalidToken`](AuthError::InvalidToken) | 401 | `Bearer realm="…", error="invalid_token", …` | `invalid_token` |
 //! | [`InsufficientScope`](AuthError::InsufficientScope) | 403 | `Bearer realm="…", error="insufficient_scope", scope="…"` | `insufficient_scope` |
@@ -153,7 +153,8 @@ pub enum GrantError {
     /// `grant_type` is present and is not `password`.
     #[error("unsupported_grant_type")]
     UnsupportedGrantType,
-    /// The requested `scope` is not a valid scope string.
+    /// The requested `scope` is malformed, or names only scopes the user
+    /// may not be granted.
     #[error("invalid_scope")]
     InvalidScope,
     /// The body is not `application/x-www-form-urlencoded`.
@@ -170,7 +171,7 @@ pub enum GrantError {
 pub enum ConfigError {
     /// Neither crypto feature is enabled and no provider was given.
     #[error(
-        "no jsonwebtoken crypto provider: enable the `aws_lc_rs` or `rust_crypto` feature, or pass one to TokenCodecBuilder::crypto_provider"
+        "no jsonwebtoken crypto provider: enable tower-auth's `aws_lc_rs` or `rust_crypto` feature, or pass one to TokenCodecBuilder::crypto_provider"
     )]
     NoCryptoBackend,
     /// An HMAC secret shorter than [`MIN_HMAC_SECRET_LEN`](crate::token::MIN_HMAC_SECRET_LEN).
@@ -356,7 +357,7 @@ fn status_code_description(error: &AuthError) -> (StatusCode, &'static str, Stri
             GrantError::InvalidScope => (
                 S::BAD_REQUEST,
                 "invalid_scope",
-                "the requested scope is malformed".into(),
+                "the requested scope is malformed or not available to this user".into(),
             ),
             GrantError::UnsupportedMediaType => (
                 S::UNSUPPORTED_MEDIA_TYPE,

@@ -45,10 +45,12 @@ enum Mode {
 /// A tower layer that authenticates requests; see the [module docs](self).
 ///
 /// ```
-/// use axum::{routing::get, Router};
+/// use axum::{routing::get, Extension, Router};
 /// use tower_auth::{AuthLayer, Authenticated, Authenticator, SimpleUser};
 ///
-/// async fn me(auth: Authenticated<SimpleUser>) -> String {
+/// // The identity the layer inserted (with the `axum` feature, take
+/// // `Authenticated<SimpleUser>` directly as an extractor).
+/// async fn me(Extension(auth): Extension<Authenticated<SimpleUser>>) -> String {
 ///     auth.user.username
 /// }
 ///

@@ -15,15 +15,19 @@
 //! ```
 //!
 //! [`AuthLayer`] runs it in front of any tower service; the
-//! [`axum`](crate::axum) extractors run it for handlers; a server without
+//! [`tower_auth::axum`](crate::axum) extractors run it for handlers; a server without
 //! tower calls [`Authenticator::authenticate`] and
 //! [`Authenticator::error_response`] itself.
 //!
 //! # Quick start (axum)
 //!
 //! ```no_run
+//! # #[cfg(feature = "axum")] mod quick_start {
 //! use axum::{routing::{get, post}, Router};
-//! use tower_auth::{axum::token_endpoint, *};
+//! use tower_auth::axum::token_endpoint;
+//! use tower_auth::{
+//!     Authenticated, Authenticator, Key, MemoryUserStore, PasswordHasher, SimpleUser, TokenCodec,
+//! };
 //!
 //! async fn me(auth: Authenticated<SimpleUser>) -> String {
 //!     format!("hello {}", auth.user.username)
@@ -44,13 +48,14 @@
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //! axum::serve(listener, app).await?;
 //! # Ok(()) }
+//! # }
 //! ```
 //!
 //! # Features
 //!
 //! | feature | default | what it adds |
 //! | --- | --- | --- |
-//! | `axum` | yes | the [`axum`](crate::axum) extractors and token handler |
+//! | `axum` | yes | the [`tower_auth::axum`](crate::axum) extractors and token handler |
 //! | `aws_lc_rs` | yes | jsonwebtoken's aws-lc-rs crypto backend |
 //! | `rust_crypto` | no | jsonwebtoken's pure-Rust backend (used when `aws_lc_rs` is off) |
 
@@ -80,17 +85,3 @@ pub use refresh::{Renewal, SlidingExpiry};
 pub use scope::{RequireScopes, Scopes};
 pub use token::{Claims, Key, TokenCodec};
 pub use user::{AuthUser, MemoryUserStore, SimpleUser, UserStore};
-
-#[cfg(test)]
-mod test_support {
-    use crate::token::{Key, TokenCodecBuilder};
-
-    /// A codec builder that works in every feature combination: without a
-    /// backend feature, the tests bring jsonwebtoken's pure-Rust provider.
-    pub(crate) fn codec_builder(key: Key) -> TokenCodecBuilder {
-        let builder = crate::TokenCodec::builder(key);
-        #[cfg(not(any(feature = "aws_lc_rs", feature = "rust_crypto")))]
-        let builder = builder.crypto_provider(&jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER);
-        builder
-    }
-}

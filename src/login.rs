@@ -86,10 +86,10 @@ impl PasswordGrant {
             }
             Ok(first)
         };
-        if let Some(grant_type) = field("grant_type")? {
-            if grant_type != "password" {
-                return Err(GrantError::UnsupportedGrantType);
-            }
+        if let Some(grant_type) = field("grant_type")?
+            && grant_type != "password"
+        {
+            return Err(GrantError::UnsupportedGrantType);
         }
         let username =
             field("username")?.ok_or(GrantError::InvalidRequest("username is required"))?;

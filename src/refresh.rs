@@ -217,11 +217,12 @@ impl SlidingExpiry {
                 headers.insert(name.clone(), value);
             }
         }
-        if self.cookie && credential == CredentialKind::Cookie {
-            if let Some(cookie) = credentials.session_cookie_config() {
-                let max_age = Duration::from_secs(renewed.exp.saturating_sub(now));
-                headers.append(SET_COOKIE, cookie.set_cookie(&token, max_age));
-            }
+        if self.cookie
+            && credential == CredentialKind::Cookie
+            && let Some(cookie) = credentials.session_cookie_config()
+        {
+            let max_age = Duration::from_secs(renewed.exp.saturating_sub(now));
+            headers.append(SET_COOKIE, cookie.set_cookie(&token, max_age));
         }
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         tracing::debug!(sub = %renewed.sub, exp = renewed.exp, "token renewed");

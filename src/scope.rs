@@ -67,7 +67,7 @@ impl Scopes {
         let mut set = BTreeSet::new();
         for token in tokens {
             let token = token.as_ref();
-            if token.is_empty() || !token.bytes().all(is_scope_char) {
+            if !is_scope_token(token) {
                 return Err(InvalidScope);
             }
             set.insert(token.to_owned());
@@ -102,8 +102,11 @@ impl Scopes {
 }
 
 /// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`.
-fn is_scope_char(b: u8) -> bool {
-    matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E)
+pub(crate) fn is_scope_token(token: &str) -> bool {
+    !token.is_empty()
+        && token
+            .bytes()
+            .all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E))
 }
 
 impl fmt::Display for Scopes {

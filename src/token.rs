@@ -29,9 +29,13 @@
 //! feature (the default) the codec installs aws-lc-rs's provider when it is
 //! built, also when `rust_crypto` is enabled too (as with `--all-features`);
 //! with only `rust_crypto`, the pure-Rust provider. An app that already
-//! installed a provider keeps it. With neither feature, pass one to
-//! [`TokenCodecBuilder::crypto_provider`]; otherwise building fails with
-//! [`ConfigError::NoCryptoBackend`] — never a panic on a request.
+//! installed a provider keeps it. With neither feature, the codec uses the
+//! provider jsonwebtoken has (one backend feature enabled on jsonwebtoken
+//! itself, or a provider the app installed or passes to
+//! [`TokenCodecBuilder::crypto_provider`]); with none at all, building fails
+//! with [`ConfigError::NoCryptoBackend`] — never a panic on a request. (The
+//! build-time self-test finds out; jsonwebtoken's panic message is printed
+//! before the error.)
 
 use std::fmt;
 use std::sync::Arc;
@@ -340,7 +344,7 @@ impl TokenCodecBuilder {
     /// Checks the configuration: a provider exists, kids are unique, the
     /// signing key signs and verifies, the lifetime is positive.
     pub fn build(self) -> Result<TokenCodec, ConfigError> {
-        install_crypto_provider(self.crypto_provider)?;
+        install_crypto_provider(self.crypto_provider);
         if self.access_lifetime.as_secs() == 0 {
             return Err(ConfigError::Lifetime(
                 "the access lifetime must be at least one second",
@@ -375,16 +379,17 @@ impl TokenCodecBuilder {
     }
 }
 
-fn install_crypto_provider(chosen: Option<&'static CryptoProvider>) -> Result<(), ConfigError> {
+fn install_crypto_provider(chosen: Option<&'static CryptoProvider>) {
     #[cfg(feature = "aws_lc_rs")]
     let chosen = chosen.or(Some(&jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER));
     #[cfg(all(feature = "rust_crypto", not(feature = "aws_lc_rs")))]
     let chosen = chosen.or(Some(&jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER));
-    let provider = chosen.ok_or(ConfigError::NoCryptoBackend)?;
-    // An error means a provider is installed already (by the app or an
-    // earlier codec): that one stays, as the app chose it.
-    let _ = provider.install_default();
-    Ok(())
+    if let Some(provider) = chosen {
+        // An error means a provider is installed already (by the app or an
+        // earlier codec): that one stays, as the app chose it. The self-test
+        // finds out whether it works.
+        let _ = provider.install_default();
+    }
 }
 
 /// jsonwebtoken checks the signature and the pinned algorithm only; this
@@ -565,10 +570,10 @@ impl TokenCodec {
         {
             return Err(TokenRejection::NotYetValid);
         }
-        if let Some(issuer) = &self.inner.issuer {
-            if claims.iss.as_ref() != Some(issuer) {
-                return Err(TokenRejection::WrongIssuer);
-            }
+        if let Some(issuer) = &self.inner.issuer
+            && claims.iss.as_ref() != Some(issuer)
+        {
+            return Err(TokenRejection::WrongIssuer);
         }
         match (&self.inner.audience, &claims.aud) {
             (Some(accepted), Some(aud)) if aud.contains_any(accepted) => {}
@@ -580,14 +585,22 @@ impl TokenCodec {
 
     /// Signs a probe with the signing key and verifies it, so a mismatched
     /// key pair fails at startup rather than on the first request.
+    ///
+    /// jsonwebtoken offers no way to ask whether it has a crypto provider;
+    /// without one it panics on first use. This first use is caught and
+    /// becomes [`ConfigError::NoCryptoBackend`] (the panic message is still
+    /// printed).
     fn self_test(&self) -> Result<(), ConfigError> {
-        let claims = self.new_claims("tower-auth-self-test", Scopes::none(), 0, ());
-        let token = self
-            .issue(&claims)
-            .map_err(|_| ConfigError::KeyPairMismatch)?;
-        self.verify::<()>(&token)
-            .map_err(|_| ConfigError::KeyPairMismatch)?;
-        Ok(())
+        let probe = std::panic::AssertUnwindSafe(|| {
+            let claims = self.new_claims("tower-auth-self-test", Scopes::none(), 0, ());
+            let token = self
+                .issue(&claims)
+                .map_err(|_| ConfigError::KeyPairMismatch)?;
+            self.verify::<()>(&token)
+                .map_err(|_| ConfigError::KeyPairMismatch)?;
+            Ok(())
+        });
+        std::panic::catch_unwind(probe).unwrap_or(Err(ConfigError::NoCryptoBackend))
     }
 }
 
@@ -598,7 +611,7 @@ mod tests {
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
     fn codec() -> TokenCodec {
-        crate::test_support::codec_builder(Key::hs256(SECRET).unwrap())
+        TokenCodec::builder(Key::hs256(SECRET).unwrap())
             .build()
             .unwrap()
     }
@@ -680,13 +693,13 @@ mod tests {
         let a = Key::hs256(SECRET).unwrap();
         let b = Key::hs256(&[1; 32]).unwrap();
         assert!(matches!(
-            crate::test_support::codec_builder(a.clone())
+            TokenCodec::builder(a.clone())
                 .also_verify(b.clone())
                 .build(),
             Err(ConfigError::MissingKid)
         ));
         assert!(matches!(
-            crate::test_support::codec_builder(a.with_kid("k"))
+            TokenCodec::builder(a.with_kid("k"))
                 .also_verify(b.with_kid("k"))
                 .build(),
             Err(ConfigError::DuplicateKid)
