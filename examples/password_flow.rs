@@ -1,0 +1,235 @@
+//! FastAPI's "OAuth2 with Password (and hashing), Bearer with JWT tokens"
+//! tutorial, with its scopes chapter, in axum.
+//!
+//! ```text
+//! cargo run --example password_flow
+//! ```
+//!
+//! Environment:
+//! - `JWT_SECRET`: the HS256 signing secret, at least 32 bytes (make one with
+//!   `cargo run --example hash_password -- --secret`). Unset: a random one,
+//!   so tokens die with the process.
+//! - `BIND_ADDR`: where to listen (default `127.0.0.1:3000`; port 0 picks a
+//!   free port).
+//! - `RUST_LOG`: log filter (default `info`).
+//!
+//! Users: `johndoe` / `secret` (scopes `me items`) and `alice` / `secretalice`
+//! (disabled: her logins are refused).
+
+use std::error::Error;
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use tower_auth::axum::{ScopeRequirement, Scoped, token_endpoint};
+use tower_auth::{
+    AuthUser, Authenticated, Authenticator, Key, MemoryUserStore, PasswordHasher, Scopes,
+    TokenCodec,
+};
+use tracing_subscriber::EnvFilter;
+
+/// The app's own user: what `/users/me` shows, plus the stored hash and the
+/// scopes login may grant, which it does not show (FastAPI's `UserInDB`).
+#[derive(Clone, Serialize)]
+struct User {
+    username: String,
+    email: String,
+    full_name: String,
+    disabled: bool,
+    #[serde(skip)]
+    hashed_password: String,
+    #[serde(skip)]
+    scopes: Scopes,
+}
+
+impl AuthUser for User {
+    // The username is the token's `sub`. A real app would use a stable id,
+    // so that renaming a user does not orphan their tokens.
+    fn subject(&self) -> &str {
+        &self.username
+    }
+
+    fn password_hash(&self) -> Option<&str> {
+        Some(&self.hashed_password)
+    }
+
+    fn is_active(&self) -> bool {
+        !self.disabled
+    }
+
+    fn allowed_scopes(&self) -> Scopes {
+        self.scopes.clone()
+    }
+}
+
+/// FastAPI's `Security(get_current_active_user, scopes=["me"])`.
+struct ReadMe;
+impl ScopeRequirement for ReadMe {
+    const SCOPES: &'static [&'static str] = &["me"];
+}
+
+/// FastAPI's `Security(get_current_active_user, scopes=["me", "items"])`.
+struct ReadItems;
+impl ScopeRequirement for ReadItems {
+    const SCOPES: &'static [&'static str] = &["me", "items"];
+}
+
+#[derive(Serialize)]
+struct Item {
+    item_id: &'static str,
+    owner: String,
+}
+
+async fn read_users_me(me: Scoped<ReadMe, User>) -> Json<User> {
+    Json(me.identity.user)
+}
+
+async fn read_own_items(me: Scoped<ReadItems, User>) -> Json<Vec<Item>> {
+    Json(vec![Item {
+        item_id: "Foo",
+        owner: me.identity.user.username,
+    }])
+}
+
+/// Any valid token will do: no scope is required.
+async fn read_system_status(_: Authenticated<User>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+/// The routes. The extractors take the [`Authenticator`] from the router
+/// state, so each route decides for itself whether it needs a token, and
+/// which scopes.
+fn app(auth: Authenticator<User>) -> Router {
+    Router::new()
+        .route("/token", post(token_endpoint::<User, ()>))
+        .route("/users/me", get(read_users_me))
+        .route("/users/me/items", get(read_own_items))
+        .route("/status", get(read_system_status))
+        .route("/health", get(health))
+        .with_state(auth)
+}
+
+/// The tutorial's fake database.
+async fn users(passwords: &PasswordHasher) -> Result<MemoryUserStore<User>, Box<dyn Error>> {
+    let users = MemoryUserStore::new();
+    users.insert(User {
+        username: "johndoe".into(),
+        email: "johndoe@example.com".into(),
+        full_name: "John Doe".into(),
+        disabled: false,
+        // The tutorial's hash of "secret", made by pwdlib with other argon2
+        // parameters than ours: any valid argon2 PHC string verifies.
+        hashed_password: "$argon2id$v=19$m=65536,t=3,p=4$wagCPXjifgvUFBzq4hqe3w$CYaIb8sB+wtD+Vu/P4uod1+Qof8h+1g7bbDlBID48Rc".into(),
+        scopes: Scopes::parse("me items")?,
+    });
+    users.insert(User {
+        username: "alice".into(),
+        email: "alice@example.com".into(),
+        full_name: "Alice Wonderson".into(),
+        disabled: true,
+        // Hashing runs on a blocking thread, never on the async workers.
+        hashed_password: passwords.hash("secretalice").await?,
+        scopes: Scopes::parse("me items")?,
+    });
+    Ok(users)
+}
+
+/// `JWT_SECRET`, or a random secret (with a warning) when it is unset.
+fn jwt_secret() -> Result<Vec<u8>, Box<dyn Error>> {
+    match std::env::var("JWT_SECRET") {
+        Ok(secret) => Ok(secret.into_bytes()),
+        Err(std::env::VarError::NotPresent) => {
+            tracing::warn!(
+                "JWT_SECRET is not set: using a random secret, so tokens stop working \
+                 when this process exits (make one with \
+                 `cargo run --example hash_password -- --secret`)"
+            );
+            let mut secret = vec![0; 32];
+            getrandom::fill(&mut secret)
+                .map_err(|err| format!("no randomness for a JWT secret: {err}"))?;
+            Ok(secret)
+        }
+        Err(std::env::VarError::NotUnicode(_)) => Err("JWT_SECRET is not valid UTF-8".into()),
+    }
+}
+
+async fn run() -> Result<(), Box<dyn Error>> {
+    let secret = jwt_secret()?;
+    // Too short a secret is refused here, at startup, never on a request.
+    let key = Key::hs256(&secret).map_err(|err| {
+        format!(
+            "JWT_SECRET: {err} (it has {} bytes); make one with \
+             `cargo run --example hash_password -- --secret`",
+            secret.len()
+        )
+    })?;
+    let codec = TokenCodec::builder(key)
+        .access_lifetime(Duration::from_secs(30 * 60))
+        .build()?;
+    let passwords = PasswordHasher::new();
+    let auth = Authenticator::builder(users(&passwords).await?, codec)
+        .passwords(passwords)
+        .realm("password_flow")
+        .build()?;
+
+    let bind = std::env::var("BIND_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
+    let listener = tokio::net::TcpListener::bind(&bind)
+        .await
+        .map_err(|err| format!("cannot listen on {bind}: {err}"))?;
+    let base = format!("http://{}", listener.local_addr()?);
+    print_usage(&base)?;
+
+    axum::serve(listener, app(auth))
+        .with_graceful_shutdown(async {
+            // Ctrl-C stops accepting and lets requests in flight finish.
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
+/// The first line is what scripts and tests wait for; the rest is for people.
+fn print_usage(base: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening on {base}")?;
+    writeln!(out, "try:")?;
+    writeln!(
+        out,
+        r#"  TOKEN=$(curl -s -d 'username=johndoe&password=secret' {base}/token | sed -E 's/.*"access_token":"([^"]+)".*/\1/')"#
+    )?;
+    for path in ["/users/me", "/users/me/items", "/status"] {
+        writeln!(
+            out,
+            r#"  curl -H "Authorization: Bearer $TOKEN" {base}{path}"#
+        )?;
+    }
+    writeln!(
+        out,
+        "  # log in with -d '...&scope=me' and /users/me/items answers 403 insufficient_scope"
+    )?;
+    out.flush()
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    // Logs go to stderr: stdout belongs to the lines above.
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("password_flow: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
