@@ -1,0 +1,41 @@
+//! What the benches share: reading criterion's estimates back to print
+//! ratios against a baseline measured in the same run.
+
+use std::path::PathBuf;
+
+/// The mean time criterion measured for `group/function`, in nanoseconds,
+/// read from its `estimates.json` (absent in `--test` runs).
+pub fn mean_ns(group: &str, function: &str) -> Option<f64> {
+    let dir = std::env::var_os("CRITERION_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("criterion"));
+    let path = dir
+        .join(group)
+        .join(function)
+        .join("new")
+        .join("estimates.json");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    json["mean"]["point_estimate"].as_f64()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+/// Prints `candidate / baseline` for each pair, as time ratios (1.00 = the
+/// same cost) and throughput ratios (baseline time / candidate time).
+pub fn print_ratios(group: &str, pairs: &[(&str, &str)]) {
+    println!("\n{group}: ratios measured in this run");
+    for (candidate, baseline) in pairs {
+        match (mean_ns(group, candidate), mean_ns(group, baseline)) {
+            (Some(c), Some(b)) => println!(
+                "  {candidate:<32} vs {baseline:<32} time x{:.2}  throughput x{:.2}  ({c:.0} ns vs {b:.0} ns)",
+                c / b,
+                b / c
+            ),
+            _ => println!("  {candidate} vs {baseline}: no estimates (quick or --test run)"),
+        }
+    }
+}
