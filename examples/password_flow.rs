@@ -11,7 +11,13 @@
 //!   so tokens die with the process.
 //! - `BIND_ADDR`: where to listen (default `127.0.0.1:3000`; port 0 picks a
 //!   free port).
+//! - `ALLOWED_ORIGIN`: the browser origin CORS lets in (default
+//!   `http://localhost:5173`, a Vite dev server).
 //! - `RUST_LOG`: log filter (default `info`).
+//!
+//! Sliding expiry: access tokens live 30 minutes; a request in a token's last
+//! 15 minutes gets a renewed one in the `x-refreshed-token` response header
+//! (exposed to page scripts through CORS), for at most 8 hours after login.
 //!
 //! Users: `johndoe` / `secret` (scopes `me items`) and `alice` / `secretalice`
 //! (disabled: her logins are refused).
@@ -21,14 +27,17 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderValue, Method};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use tower_auth::axum::{ScopeRequirement, Scoped, token_endpoint};
 use tower_auth::{
-    AuthUser, Authenticated, Authenticator, Key, MemoryUserStore, PasswordHasher, Scopes,
-    TokenCodec,
+    AuthLayer, AuthUser, Authenticated, Authenticator, Key, MemoryUserStore, PasswordHasher,
+    Scopes, SlidingExpiry, TokenCodec,
 };
+use tower_http::cors::CorsLayer;
 use tracing_subscriber::EnvFilter;
 
 /// The app's own user: what `/users/me` shows, plus the stored hash and the
@@ -103,17 +112,38 @@ async fn health() -> &'static str {
     "ok"
 }
 
-/// The routes. The extractors take the [`Authenticator`] from the router
-/// state, so each route decides for itself whether it needs a token, and
-/// which scopes.
-fn app(auth: Authenticator<User>) -> Router {
+/// The routes. Each route decides for itself whether it needs a token, and
+/// which scopes, through its extractors. The optional [`AuthLayer`] lets
+/// anonymous requests through to them, refuses bad tokens, and renews aging
+/// ones on the way out; CORS, outside it, answers browsers' preflights.
+fn app(auth: Authenticator<User>, cors: CorsLayer) -> Router {
     Router::new()
         .route("/token", post(token_endpoint::<User, ()>))
         .route("/users/me", get(read_users_me))
         .route("/users/me/items", get(read_own_items))
         .route("/status", get(read_system_status))
         .route("/health", get(health))
+        .layer(AuthLayer::optional(auth.clone()))
+        .layer(cors)
         .with_state(auth)
+}
+
+/// Lets the page at `ALLOWED_ORIGIN` send bearer tokens and read renewed ones.
+fn cors(auth: &Authenticator<User>) -> Result<CorsLayer, Box<dyn Error>> {
+    let origin = std::env::var("ALLOWED_ORIGIN").unwrap_or_else(|_| "http://localhost:5173".into());
+    let origin = HeaderValue::from_str(&origin)
+        .map_err(|_| format!("ALLOWED_ORIGIN {origin:?} is not a header value"))?;
+    let refreshed = auth
+        .sliding_expiry_policy()
+        .and_then(|policy| policy.header_name())
+        .cloned();
+    Ok(CorsLayer::new()
+        .allow_origin(origin)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([AUTHORIZATION, CONTENT_TYPE])
+        // Without this, the header shows in the network tab but a script's
+        // `response.headers.get("x-refreshed-token")` is null.
+        .expose_headers(refreshed.into_iter().collect::<Vec<_>>()))
 }
 
 /// The tutorial's fake database.
@@ -177,7 +207,12 @@ async fn run() -> Result<(), Box<dyn Error>> {
     let auth = Authenticator::builder(users(&passwords).await?, codec)
         .passwords(passwords)
         .realm("password_flow")
+        .sliding_expiry(
+            SlidingExpiry::new(Duration::from_secs(8 * 3600))
+                .renew_within(Duration::from_secs(15 * 60)),
+        )
         .build()?;
+    let cors = cors(&auth)?;
 
     let bind = std::env::var("BIND_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let listener = tokio::net::TcpListener::bind(&bind)
@@ -186,7 +221,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
     let base = format!("http://{}", listener.local_addr()?);
     print_usage(&base)?;
 
-    axum::serve(listener, app(auth))
+    axum::serve(listener, app(auth, cors))
         .with_graceful_shutdown(async {
             // Ctrl-C stops accepting and lets requests in flight finish.
             let _ = tokio::signal::ctrl_c().await;

@@ -1,61 +1,18 @@
 //! Drives the real `hyper_service` example binary over HTTP, and proves the
 //! hyper user's build has no axum in its dependency tree.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
+
+use common::example::ExampleServer;
 
 use serde_json::Value;
 
 const SECRET: &str = "an example secret of more than thirty-two bytes";
 
-/// The example process; killed when dropped.
-struct Example {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Example {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn example_binary(name: &str) -> PathBuf {
-    // target/debug/deps/<this test> -> target/debug/examples/<name>
-    let mut path = std::env::current_exe().unwrap();
-    path.pop();
-    path.pop();
-    path.push("examples");
-    path.push(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --example {name}` (cargo test builds it)",
-        path.display()
-    );
-    path
-}
-
-fn start() -> Example {
-    let mut child = Command::new(example_binary("hyper_service"))
-        .env("BIND_ADDR", "127.0.0.1:0")
-        .env("JWT_SECRET", SECRET)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut first_line = String::new();
-    stdout.read_line(&mut first_line).unwrap();
-    // Keep reading, so the example never writes into a closed pipe.
-    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-    let base = first_line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {first_line:?}"))
-        .to_owned();
-    Example { child, base }
+fn start() -> ExampleServer {
+    ExampleServer::start("hyper_service", Some(SECRET), &[])
 }
 
 async fn login(client: &reqwest::Client, base: &str, password: &str) -> reqwest::Response {

@@ -2,11 +2,12 @@
 //! the FastAPI password + JWT + scopes tutorial, over HTTP.
 #![cfg(feature = "axum")]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::example::{ExampleServer as Server, example_binary};
 
 use reqwest::StatusCode;
 use reqwest::header::{CACHE_CONTROL, WWW_AUTHENTICATE};
@@ -14,101 +15,8 @@ use serde_json::{Value, json};
 
 const SECRET: &str = "a test secret that is longer than thirty-two bytes";
 
-/// The built example `name`, next to this test binary:
-/// `target/debug/deps/password_flow-HASH` -> `target/debug/examples/name`.
-fn example_binary(name: &str) -> PathBuf {
-    let mut path = std::env::current_exe().expect("the test binary's path");
-    path.pop();
-    path.pop();
-    path.push("examples");
-    path.push(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    let rebuild = format!("run `cargo build --example {name}` (`cargo test` builds it)");
-    let built = std::fs::metadata(&path)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|_| panic!("{} is missing: {rebuild}", path.display()));
-    // `cargo test --test password_flow` builds no examples: refuse to test a
-    // binary older than its source.
-    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{name}.rs"));
-    if let Ok(edited) = std::fs::metadata(&source).and_then(|m| m.modified()) {
-        assert!(
-            edited <= built,
-            "{} is older than {}: {rebuild}",
-            path.display(),
-            source.display()
-        );
-    }
-    path
-}
-
-/// A running `password_flow`; killed when dropped.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    /// Starts the example with `JWT_SECRET` set to `secret` (unset for
-    /// `None`), stderr piped, and waits for its first stdout line.
-    fn start(secret: Option<&str>) -> Server {
-        let mut command = Command::new(example_binary("password_flow"));
-        command
-            .env("BIND_ADDR", "127.0.0.1:0")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        match secret {
-            Some(secret) => command.env("JWT_SECRET", secret),
-            None => command.env_remove("JWT_SECRET"),
-        };
-        let mut child = command.spawn().expect("the example starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut stdout = BufReader::new(stdout);
-            let mut first = String::new();
-            let _ = stdout.read_line(&mut first);
-            let _ = tx.send(first);
-            // Keep draining, so the example never writes into a closed pipe.
-            let _ = std::io::copy(&mut stdout, &mut std::io::sink());
-        });
-        // Own the child before anything can panic, so it is always killed.
-        let mut server = Server {
-            child,
-            base: String::new(),
-        };
-        let first = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the example prints its address within 60 s");
-        server.base = first
-            .strip_suffix('\n')
-            .and_then(|line| line.strip_prefix("listening on "))
-            .unwrap_or_else(|| panic!("unexpected first stdout line {first:?}"))
-            .to_owned();
-        server
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// Stops the server and returns everything it wrote to stderr.
-    fn stop(mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let mut stderr = String::new();
-        if let Some(mut pipe) = self.child.stderr.take() {
-            pipe.read_to_string(&mut stderr).expect("stderr is UTF-8");
-        }
-        stderr
-    }
+fn start(secret: Option<&str>) -> Server {
+    Server::start("password_flow", secret, &[])
 }
 
 fn client() -> reqwest::Client {
@@ -149,7 +57,7 @@ async fn get_json(server: &Server, path: &str, token: &str) -> Value {
 
 #[tokio::test]
 async fn health_needs_no_token() {
-    let server = Server::start(Some(SECRET));
+    let server = start(Some(SECRET));
     let response = get(&server, "/health", None).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.text().await.unwrap(), "ok");
@@ -157,7 +65,7 @@ async fn health_needs_no_token() {
 
 #[tokio::test]
 async fn johndoe_logs_in_and_reads_every_route() {
-    let server = Server::start(Some(SECRET));
+    let server = start(Some(SECRET));
     let response = login(&server, "username=johndoe&password=secret").await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()[CACHE_CONTROL], "no-store");
@@ -189,7 +97,7 @@ async fn johndoe_logs_in_and_reads_every_route() {
 
 #[tokio::test]
 async fn a_me_only_token_cannot_read_items() {
-    let server = Server::start(Some(SECRET));
+    let server = start(Some(SECRET));
     let token = token(&server, "username=johndoe&password=secret&scope=me").await;
     assert_eq!(
         get_json(&server, "/users/me", &token).await["username"],
@@ -210,7 +118,7 @@ async fn a_me_only_token_cannot_read_items() {
 
 #[tokio::test]
 async fn no_token_is_a_bare_challenge() {
-    let server = Server::start(Some(SECRET));
+    let server = start(Some(SECRET));
     for path in ["/users/me", "/users/me/items", "/status"] {
         let response = get(&server, path, None).await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "GET {path}");
@@ -222,7 +130,7 @@ async fn no_token_is_a_bare_challenge() {
 
 #[tokio::test]
 async fn bad_logins_get_one_identical_invalid_grant() {
-    let server = Server::start(Some(SECRET));
+    let server = start(Some(SECRET));
     let mut bodies = Vec::new();
     // Disabled user with the right password, wrong password, unknown user.
     for form in [
@@ -260,7 +168,7 @@ fn a_short_jwt_secret_is_refused_at_startup() {
 
 #[tokio::test]
 async fn without_jwt_secret_it_warns_and_serves() {
-    let server = Server::start(None);
+    let server = start(None);
     let token = token(&server, "username=johndoe&password=secret").await;
     assert_eq!(get_json(&server, "/status", &token).await["status"], "ok");
     let stderr = server.stop();
@@ -307,4 +215,99 @@ fn hash_password_makes_a_jwt_secret() {
     );
     // Long enough for the example servers.
     assert!(tower_auth::Key::hs256(secret.as_bytes()).is_ok());
+}
+
+/// A token for johndoe signed with the example's secret, issued `age`
+/// seconds ago with the example's 30-minute window.
+fn aged_token(age: u64) -> String {
+    let codec = common::codec_builder(tower_auth::Key::hs256(SECRET.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let mut claims = codec.new_claims(
+        "johndoe",
+        tower_auth::Scopes::parse("me items").unwrap(),
+        0,
+        (),
+    );
+    let issued = common::now() - age;
+    claims.iat = Some(issued);
+    claims.auth_time = Some(issued);
+    claims.exp = issued + 30 * 60;
+    codec.issue(&claims).unwrap()
+}
+
+#[tokio::test]
+async fn an_active_user_gets_a_renewed_token_in_the_last_15_minutes() {
+    let server = start(Some(SECRET));
+    let fresh = get(&server, "/status", Some(&aged_token(10 * 60))).await;
+    assert_eq!(fresh.status(), StatusCode::OK);
+    assert!(
+        fresh.headers().get("x-refreshed-token").is_none(),
+        "20 minutes left: no renewal"
+    );
+
+    let due = get(&server, "/status", Some(&aged_token(20 * 60))).await;
+    assert_eq!(due.status(), StatusCode::OK);
+    assert_eq!(due.headers()[CACHE_CONTROL], "no-store");
+    let renewed = due.headers()["x-refreshed-token"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let codec = common::codec_builder(tower_auth::Key::hs256(SECRET.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let claims = codec.verify::<()>(&renewed).unwrap();
+    assert_eq!(claims.exp, claims.iat.unwrap() + 30 * 60);
+    assert_eq!(claims.scope.to_string(), "items me");
+    assert_eq!(
+        get_json(&server, "/users/me/items", &renewed).await,
+        json!([{ "item_id": "Foo", "owner": "johndoe" }])
+    );
+}
+
+#[tokio::test]
+async fn cors_lets_the_allowed_origin_read_the_renewed_token() {
+    let origin = "http://app.localhost:5173";
+    let server = Server::start("password_flow", Some(SECRET), &[("ALLOWED_ORIGIN", origin)]);
+    let preflight = client()
+        .request(reqwest::Method::OPTIONS, server.url("/status"))
+        .header("origin", origin)
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), StatusCode::OK);
+    assert_eq!(preflight.headers()["access-control-allow-origin"], origin);
+    let allowed = preflight.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap();
+    assert!(allowed.contains("authorization"), "{allowed}");
+
+    let response = client()
+        .get(server.url("/status"))
+        .header("origin", origin)
+        .bearer_auth(aged_token(20 * 60))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["access-control-allow-origin"], origin);
+    assert_eq!(
+        response.headers()["access-control-expose-headers"],
+        "x-refreshed-token"
+    );
+    assert!(response.headers().get("x-refreshed-token").is_some());
+
+    let foreign = client()
+        .get(server.url("/status"))
+        .header("origin", "http://evil.localhost")
+        .bearer_auth(aged_token(0))
+        .send()
+        .await
+        .unwrap();
+    // tower-http names the one allowed origin whatever the request says; the
+    // browser then withholds the response from the foreign page.
+    let allowed = foreign.headers().get("access-control-allow-origin");
+    assert!(allowed.is_none_or(|o| o == origin), "{allowed:?}");
 }

@@ -3,6 +3,8 @@
 //! hand-signed tokens for headers the codec would never produce.
 #![allow(dead_code)]
 
+pub mod example;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;

@@ -1,0 +1,108 @@
+//! Runs the real example binaries, as a person would, for the tests that
+//! drive them over HTTP.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The built example `name`, next to this test binary:
+/// `target/debug/deps/TEST-HASH` -> `target/debug/examples/NAME`.
+pub fn example_binary(name: &str) -> PathBuf {
+    let mut path = std::env::current_exe().expect("the test binary's path");
+    path.pop();
+    path.pop();
+    path.push("examples");
+    path.push(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let rebuild = format!("run `cargo build --example {name}` (`cargo test` builds it)");
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| panic!("{} is missing: {rebuild}", path.display()));
+    // `cargo test --test NAME` builds no examples: refuse to test a
+    // binary older than its source.
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{name}.rs"));
+    if let Ok(edited) = std::fs::metadata(&source).and_then(|m| m.modified()) {
+        assert!(
+            edited <= built,
+            "{} is older than {}: {rebuild}",
+            path.display(),
+            source.display()
+        );
+    }
+    path
+}
+
+/// A running example server; killed when dropped.
+pub struct ExampleServer {
+    child: Child,
+    /// `http://ADDR`.
+    pub base: String,
+}
+
+impl Drop for ExampleServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ExampleServer {
+    /// Starts example `name` on `127.0.0.1:0` with `JWT_SECRET` set to
+    /// `secret` (unset for `None`) and `env` on top, stderr piped, and waits
+    /// for its first stdout line, `listening on http://ADDR`.
+    pub fn start(name: &str, secret: Option<&str>, env: &[(&str, &str)]) -> ExampleServer {
+        let mut command = Command::new(example_binary(name));
+        command
+            .env("BIND_ADDR", "127.0.0.1:0")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        match secret {
+            Some(secret) => command.env("JWT_SECRET", secret),
+            None => command.env_remove("JWT_SECRET"),
+        };
+        command.envs(env.iter().copied());
+        let mut child = command.spawn().expect("the example starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut stdout = BufReader::new(stdout);
+            let mut first = String::new();
+            let _ = stdout.read_line(&mut first);
+            let _ = tx.send(first);
+            // Keep draining, so the example never writes into a closed pipe.
+            let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+        });
+        // Own the child before anything can panic, so it is always killed.
+        let mut server = ExampleServer {
+            child,
+            base: String::new(),
+        };
+        let first = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the example prints its address within 60 s");
+        server.base = first
+            .strip_suffix('\n')
+            .and_then(|line| line.strip_prefix("listening on "))
+            .unwrap_or_else(|| panic!("unexpected first stdout line {first:?}"))
+            .to_owned();
+        server
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Stops the server and returns everything it wrote to stderr.
+    pub fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.child.stderr.take() {
+            pipe.read_to_string(&mut stderr).expect("stderr is UTF-8");
+        }
+        stderr
+    }
+}
