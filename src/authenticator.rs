@@ -199,6 +199,29 @@ impl<U: AuthUser> Authenticator<U> {
 impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
     /// Authenticates a request that must carry credentials: none ->
     /// [`AuthError::MissingCredentials`].
+    ///
+    /// This is all a server without tower needs (a plain hyper
+    /// `service_fn`, say):
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http::{Request, Response};
+    /// use http_body_util::Full;
+    /// use tower_auth::{Authenticator, SimpleUser};
+    ///
+    /// async fn handle<B>(auth: &Authenticator<SimpleUser>, request: Request<B>) -> Response<Full<Bytes>> {
+    ///     let (parts, _body) = request.into_parts();
+    ///     match auth.authenticate(&parts).await {
+    ///         Ok(identity) => {
+    ///             let mut response = Response::new(Full::from(identity.claims.sub.clone()));
+    ///             auth.apply_sliding_expiry(&identity.claims, identity.credential, &mut response);
+    ///             response
+    ///         }
+    ///         // 401 / 400 / 503 with the RFC 6750 challenge and JSON body.
+    ///         Err(err) => auth.error_response(&err),
+    ///     }
+    /// }
+    /// ```
     pub async fn authenticate(&self, parts: &Parts) -> Result<Authenticated<U, X>, AuthError> {
         self.authenticate_optional(parts)
             .await?
