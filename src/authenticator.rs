@@ -271,7 +271,7 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
         if claims.token_version.unwrap_or(0) != user.token_version() {
             return Err(AuthError::InvalidToken(TokenRejection::Revoked));
         }
-        tracing::debug!(sub = %claims.sub, ?credential, "request authenticated");
+        tracing::debug!(sub = ?claims.sub, ?credential, "request authenticated");
         Ok(Authenticated {
             user,
             claims: Arc::new(claims),

@@ -225,7 +225,7 @@ impl SlidingExpiry {
             headers.append(SET_COOKIE, cookie.set_cookie(&token, max_age));
         }
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        tracing::debug!(sub = %renewed.sub, exp = renewed.exp, "token renewed");
+        tracing::debug!(sub = ?renewed.sub, exp = renewed.exp, "token renewed");
     }
 }
 
