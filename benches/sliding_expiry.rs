@@ -48,6 +48,7 @@ fn token(age: u64) -> String {
 }
 
 fn bench(c: &mut Criterion) {
+    support::mark_run_start();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();

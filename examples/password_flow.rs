@@ -6,9 +6,18 @@
 //! ```
 //!
 //! Environment:
+//! - `JWT_ALG`: the signing algorithm: `HS256` (the default), or `RS256`,
+//!   `ES256`, `EdDSA` (and the other RSA/EC ones jsonwebtoken names) with a
+//!   key pair from PEM files.
 //! - `JWT_SECRET`: the HS256 signing secret, at least 32 bytes (make one with
 //!   `cargo run --example hash_password -- --secret`). Unset: a random one,
 //!   so tokens die with the process.
+//! - `JWT_PRIVATE_KEY`, `JWT_PUBLIC_KEY`: with an asymmetric `JWT_ALG`, the
+//!   paths of the PEM files of the key pair, e.g.
+//!   `JWT_ALG=ES256 JWT_PRIVATE_KEY=tests/keys/ec256_private.pem
+//!   JWT_PUBLIC_KEY=tests/keys/ec256_public.pem` (test keys: never in
+//!   production). A missing file, a key of the wrong kind or a mismatched
+//!   pair stops the server at startup.
 //! - `BIND_ADDR`: where to listen (default `127.0.0.1:3000`; port 0 picks a
 //!   free port).
 //! - `ALLOWED_ORIGIN`: the browser origin CORS lets in (default
@@ -34,8 +43,8 @@ use axum::{Json, Router};
 use serde::Serialize;
 use tower_auth::axum::{ScopeRequirement, Scoped, token_endpoint};
 use tower_auth::{
-    AuthLayer, AuthUser, Authenticated, Authenticator, Key, MemoryUserStore, PasswordHasher,
-    Scopes, SlidingExpiry, TokenCodec,
+    Algorithm, AuthLayer, AuthUser, Authenticated, Authenticator, Key, MemoryUserStore,
+    PasswordHasher, Scopes, SlidingExpiry, TokenCodec,
 };
 use tower_http::cors::CorsLayer;
 use tracing_subscriber::EnvFilter;
@@ -190,19 +199,59 @@ fn jwt_secret() -> Result<Vec<u8>, Box<dyn Error>> {
     }
 }
 
-async fn run() -> Result<(), Box<dyn Error>> {
-    let secret = jwt_secret()?;
-    // Too short a secret is refused here, at startup, never on a request.
-    let key = Key::hs256(&secret).map_err(|err| {
+/// The signing key `JWT_ALG` asks for: HS256 from `JWT_SECRET`, or a key
+/// pair from the PEM files `JWT_PRIVATE_KEY` and `JWT_PUBLIC_KEY`.
+fn signing_key() -> Result<Key, Box<dyn Error>> {
+    let alg = match std::env::var("JWT_ALG") {
+        Ok(alg) => alg,
+        Err(std::env::VarError::NotPresent) => "HS256".to_owned(),
+        Err(std::env::VarError::NotUnicode(_)) => return Err("JWT_ALG is not valid UTF-8".into()),
+    };
+    let algorithm: Algorithm = alg.parse().map_err(|_| {
         format!(
-            "JWT_SECRET: {err} (it has {} bytes); make one with \
-             `cargo run --example hash_password -- --secret`",
-            secret.len()
+            "JWT_ALG={alg:?} is not an algorithm: use HS256 (the default), RS256, ES256 or EdDSA"
         )
     })?;
+    if algorithm == Algorithm::HS256 {
+        let secret = jwt_secret()?;
+        // Too short a secret is refused here, at startup, never on a request.
+        return Ok(Key::hs256(&secret).map_err(|err| {
+            format!(
+                "JWT_SECRET: {err} (it has {} bytes); make one with \
+                 `cargo run --example hash_password -- --secret`",
+                secret.len()
+            )
+        })?);
+    }
+    if matches!(algorithm, Algorithm::HS384 | Algorithm::HS512) {
+        return Err(format!(
+            "JWT_ALG={alg}: only HS256 signs with JWT_SECRET here; use HS256, RS256, ES256 or EdDSA"
+        )
+        .into());
+    }
+    if std::env::var_os("JWT_SECRET").is_some() {
+        tracing::warn!("JWT_ALG={alg} signs with JWT_PRIVATE_KEY: JWT_SECRET is ignored");
+    }
+    let private = read_pem(&alg, "JWT_PRIVATE_KEY")?;
+    let public = read_pem(&alg, "JWT_PUBLIC_KEY")?;
+    Ok(Key::from_pem(algorithm, &private, &public)
+        .map_err(|err| format!("JWT_PRIVATE_KEY / JWT_PUBLIC_KEY: {err}"))?)
+}
+
+/// The contents of the PEM file whose path is in the variable `var`.
+fn read_pem(alg: &str, var: &str) -> Result<Vec<u8>, String> {
+    let path = std::env::var_os(var)
+        .ok_or_else(|| format!("JWT_ALG={alg} needs {var}: the path of a PEM file"))?;
+    std::fs::read(&path).map_err(|err| format!("{var}={}: {err}", path.display()))
+}
+
+async fn run() -> Result<(), Box<dyn Error>> {
+    let key = signing_key()?;
+    // A private key that does not match its public key is refused here.
     let codec = TokenCodec::builder(key)
         .access_lifetime(Duration::from_secs(30 * 60))
-        .build()?;
+        .build()
+        .map_err(|err| format!("the JWT signing key: {err}"))?;
     let passwords = PasswordHasher::new();
     let auth = Authenticator::builder(users(&passwords).await?, codec)
         .passwords(passwords)

@@ -14,11 +14,13 @@ use crate::credentials::{CredentialKind, Credentials};
 use crate::error::{
     AuthError, ConfigError, ErrorRenderer, GrantError, RenderError, TokenRejection, is_valid_realm,
 };
+use crate::limit::{RateLimit, RateLimitLayer};
 use crate::login::{PasswordGrant, TokenResponse};
+use crate::origin::OriginGuard;
 use crate::password::{PasswordError, PasswordHasher};
 use crate::refresh::SlidingExpiry;
 use crate::scope::{InvalidScope, RequireScopes, Scopes};
-use crate::token::{Claims, ExtraClaims, TokenCodec};
+use crate::token::{Claims, ExtraClaims, TokenCodec, VerifiedTokens};
 use crate::user::{AuthUser, DynUserStore, UserStore};
 
 /// An authenticated request's identity: the user as the store returned it
@@ -52,9 +54,16 @@ struct Inner<U, X> {
     credentials: Credentials,
     passwords: PasswordHasher,
     renderer: ErrorRenderer,
+    origin: OriginGuard,
     extra_claims: Box<ClaimsFor<U, X>>,
     sliding_expiry: Option<SlidingExpiry>,
+    /// `None` when the cache is turned off.
+    verified_tokens: Option<VerifiedTokens<X>>,
 }
+
+/// How many verified tokens an [`Authenticator`] remembers unless told
+/// otherwise; see [`AuthenticatorBuilder::token_cache_capacity`].
+pub const DEFAULT_TOKEN_CACHE_CAPACITY: u64 = 10_000;
 
 /// Authenticates requests and logs users in. Cheap to clone (one `Arc`).
 ///
@@ -98,11 +107,45 @@ pub struct AuthenticatorBuilder<U, X = ()> {
     passwords: Option<PasswordHasher>,
     realm: String,
     render_hook: Option<Arc<dyn RenderError>>,
+    allowed_origins: Vec<String>,
     extra_claims: Box<ClaimsFor<U, X>>,
     sliding_expiry: Option<SlidingExpiry>,
+    token_cache_capacity: u64,
 }
 
 impl<U: AuthUser, X: ExtraClaims> AuthenticatorBuilder<U, X> {
+    /// How many verified tokens to remember, so that a client sending the
+    /// same token again does not pay for its signature again (RS256 and
+    /// ES256 verification costs tens of microseconds). `0` turns the cache
+    /// off. Default: [`DEFAULT_TOKEN_CACHE_CAPACITY`].
+    ///
+    /// - Keyed by the token's exact bytes and tied to this authenticator's
+    ///   codec (its key set): a codec built with other keys starts empty.
+    /// - Holds only tokens that verified, with their claims behind an
+    ///   `Arc`; a refused token is never remembered.
+    /// - A hit re-runs the codec's claim checks (`exp`, `nbf`, `iss`, `aud`)
+    ///   against the clock, and an entry is dropped at its token's `exp`.
+    /// - The user is never cached: it is loaded, and checked for being
+    ///   active and for its token version, on every request, so disabling a
+    ///   user or raising their token version takes effect on the next
+    ///   request.
+    /// - Memory: at most about `entries` × (token length + claims); tokens
+    ///   are capped by [`Credentials::max_token_len`].
+    ///
+    /// ```
+    /// use tower_auth::{Authenticator, Key, MemoryUserStore, SimpleUser, TokenCodec};
+    ///
+    /// let codec = TokenCodec::builder(Key::hs256(&[42; 32]).unwrap()).build().unwrap();
+    /// let auth: Authenticator<SimpleUser> = Authenticator::builder(MemoryUserStore::new(), codec)
+    ///     .token_cache_capacity(100_000)
+    ///     .build()
+    ///     .unwrap();
+    /// ```
+    pub fn token_cache_capacity(mut self, entries: u64) -> Self {
+        self.token_cache_capacity = entries;
+        self
+    }
+
     /// Renews aging tokens on successful responses; see
     /// [`refresh`](crate::refresh). Applied by [`AuthLayer`](crate::AuthLayer)
     /// or [`Authenticator::apply_sliding_expiry`].
@@ -130,6 +173,23 @@ impl<U: AuthUser, X: ExtraClaims> AuthenticatorBuilder<U, X> {
         self
     }
 
+    /// Browser origins allowed to use the session cookie for WebSocket
+    /// upgrades and unsafe requests (`POST`, `PUT`, `PATCH`, `DELETE`, ...),
+    /// each `scheme://host[:port]`, e.g. `https://app.example.com`; adds to
+    /// those given before. Checked when built (a path, a wildcard or `null`
+    /// is a [`ConfigError::Origin`]). Default: none, so only same-origin
+    /// browser requests (`Sec-Fetch-Site: same-origin`) may use the cookie
+    /// that way. See [`origin`](crate::origin) for the rules.
+    pub fn allowed_origins<I, S>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.allowed_origins
+            .extend(origins.into_iter().map(Into::into));
+        self
+    }
+
     /// Replaces the error responses everywhere; see [`RenderError`].
     pub fn render_errors(mut self, hook: impl RenderError) -> Self {
         self.render_hook = Some(Arc::new(hook));
@@ -149,27 +209,34 @@ impl<U: AuthUser, X: ExtraClaims> AuthenticatorBuilder<U, X> {
             passwords: self.passwords,
             realm: self.realm,
             render_hook: self.render_hook,
+            allowed_origins: self.allowed_origins,
             extra_claims: Box::new(claims_for),
             sliding_expiry: self.sliding_expiry,
+            token_cache_capacity: self.token_cache_capacity,
         }
     }
 
     /// Checks the configuration.
     pub fn build(self) -> Result<Authenticator<U, X>, ConfigError> {
         self.credentials.validate()?;
+        let origin = OriginGuard::new(&self.allowed_origins)?;
         if !is_valid_realm(&self.realm) {
             return Err(ConfigError::InvalidRealm);
         }
         if let Some(policy) = &self.sliding_expiry {
             policy.validate(&self.codec, &self.credentials)?;
         }
+        let verified_tokens = (self.token_cache_capacity > 0)
+            .then(|| VerifiedTokens::new(&self.codec, self.token_cache_capacity));
         Ok(Authenticator {
             inner: Arc::new(Inner {
+                verified_tokens,
                 store: self.store,
                 codec: self.codec,
                 credentials: self.credentials,
                 passwords: self.passwords.unwrap_or_default(),
                 renderer: ErrorRenderer::new(self.realm.into(), self.render_hook),
+                origin,
                 extra_claims: self.extra_claims,
                 sliding_expiry: self.sliding_expiry,
             }),
@@ -190,8 +257,10 @@ impl<U: AuthUser> Authenticator<U> {
             passwords: None,
             realm: "tower-auth".to_owned(),
             render_hook: None,
+            allowed_origins: Vec::new(),
             extra_claims: Box::new(|_| ()),
             sliding_expiry: None,
+            token_cache_capacity: DEFAULT_TOKEN_CACHE_CAPACITY,
         }
     }
 }
@@ -237,10 +306,15 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
         parts: &Parts,
     ) -> Result<Option<Authenticated<U, X>>, AuthError> {
         let result = match self.inner.credentials.extract(parts) {
-            Ok(Some(found)) => self
-                .authenticate_token(&found.token, found.kind)
-                .await
-                .map(Some),
+            // The Origin guard runs as soon as the source is known, before
+            // any verification: a foreign page's cookie request costs nothing.
+            Ok(Some(found)) => match self.inner.origin.check(parts, found.kind) {
+                Ok(()) => self
+                    .authenticate_token(&found.token, found.kind)
+                    .await
+                    .map(Some),
+                Err(err) => Err(err),
+            },
             Ok(None) => Ok(None),
             Err(err) => Err(err),
         };
@@ -257,7 +331,13 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
         token: &str,
         credential: CredentialKind,
     ) -> Result<Authenticated<U, X>, AuthError> {
-        let claims = self.inner.codec.verify::<X>(token)?;
+        let codec = &self.inner.codec;
+        let claims = match &self.inner.verified_tokens {
+            Some(cache) => cache
+                .verify(codec, token)
+                .map_err(AuthError::InvalidToken)?,
+            None => Arc::new(codec.verify::<X>(token)?),
+        };
         let user = self
             .inner
             .store
@@ -274,7 +354,7 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
         tracing::debug!(sub = ?claims.sub, ?credential, "request authenticated");
         Ok(Authenticated {
             user,
-            claims: Arc::new(claims),
+            claims,
             credential,
         })
     }
@@ -412,6 +492,18 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
         &self.inner.renderer
     }
 
+    /// The Origin guard built from
+    /// [`AuthenticatorBuilder::allowed_origins`]; `authenticate` applies it.
+    pub fn origin_guard(&self) -> &OriginGuard {
+        &self.inner.origin
+    }
+
+    /// A layer limiting each authenticated subject to `limit`, rendering its
+    /// 429s like this authenticator; see [`limit`](crate::limit).
+    pub fn limit_rate(&self, limit: RateLimit) -> RateLimitLayer {
+        RateLimitLayer::new(limit, self.inner.renderer.clone())
+    }
+
     /// The token codec.
     pub fn codec(&self) -> &TokenCodec {
         &self.inner.codec
@@ -432,6 +524,12 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
 fn log_rejection(err: &AuthError) {
     match err {
         AuthError::MissingCredentials => {}
+        AuthError::Origin(reason) => {
+            tracing::info!(
+                reason = reason.reason_code(),
+                "cookie request from a foreign origin refused"
+            );
+        }
         AuthError::UserStore(source) => tracing::error!(error = %source, "user store failed"),
         AuthError::InvalidToken(reason) => {
             tracing::debug!(reason = reason.reason_code(), "token refused");

@@ -7,6 +7,9 @@
 //! | [`Scoped<R, U, X>`] | identity holding every scope of `R` | 401, or 403 `insufficient_scope` |
 //! | [`Claims<X>`] | the verified claims | needs [`AuthLayer`](crate::AuthLayer) upstream |
 //!
+//! Handlers: [`token_endpoint`] (OAuth2 password grant), [`session_login`]
+//! (the same, also setting the session cookie) and [`logout`] (clearing it).
+//!
 //! The identity extractors use what [`AuthLayer`](crate::AuthLayer) put into
 //! the request; without the layer they run the [`Authenticator`] taken from
 //! the router state (`FromRef`), like FastAPI's `Depends`. Either way the
@@ -245,4 +248,28 @@ pub async fn token_endpoint<U: AuthUser, X: ExtraClaims>(
     crate::login::token_endpoint(&auth, request)
         .await
         .into_response()
+}
+
+/// [`login::session_login_endpoint`](crate::login::session_login_endpoint)
+/// as an axum handler: the token endpoint that also sets the session cookie,
+/// `post(session_login::<User, ()>)` on a router whose state provides an
+/// [`Authenticator`] whose credentials include a cookie source.
+pub async fn session_login<U: AuthUser, X: ExtraClaims>(
+    State(auth): State<Authenticator<U, X>>,
+    request: Request,
+) -> Response {
+    crate::login::session_login_endpoint(&auth, request)
+        .await
+        .into_response()
+}
+
+/// [`login::logout_endpoint`](crate::login::logout_endpoint) as an axum
+/// handler: `post(logout::<User, ()>)`; 204 and a `Set-Cookie` that deletes
+/// the session cookie. Needs no valid token (an expired cookie must still be
+/// clearable): do not put it behind a required [`AuthLayer`](crate::AuthLayer).
+pub async fn logout<U: AuthUser, X: ExtraClaims>(
+    State(auth): State<Authenticator<U, X>>,
+    parts: Parts,
+) -> Response {
+    crate::login::logout_endpoint(&auth, &parts).into_response()
 }

@@ -13,6 +13,18 @@
 //!   [`allow_query_everywhere`](Credentials::allow_query_everywhere) is set:
 //!   elsewhere a query token would leak into logs, history and `Referer`, so
 //!   it is never decoded. A repeated parameter -> 400.
+//! - **WebSocket subprotocol** (off by default). Read only on WebSocket
+//!   upgrade requests: a browser cannot set headers on `new WebSocket(...)`,
+//!   but it can offer subprotocols, so a page script sends
+//!   `new WebSocket(url, [marker, token])` and the request carries
+//!   `Sec-WebSocket-Protocol: marker, token`. The token is the list element
+//!   right after the configured marker; the marker repeated, or last in the
+//!   list -> 400. The server must answer with the marker (or an app
+//!   protocol) as the chosen protocol, never the token: with axum,
+//!   `WebSocketUpgrade::protocols([marker])` picks from the server's list
+//!   only; elsewhere use [`ws::select_protocol`](crate::ws::select_protocol).
+//!   axum's `WebSocketUpgrade` `Debug` output prints the offered protocols:
+//!   never log it when this source is on.
 //! - **Cookie** (off by default). Every `Cookie` header line is read (HTTP/2
 //!   may split them); two cookies of that name -> 400, even with equal
 //!   values.
@@ -26,7 +38,7 @@
 
 use std::borrow::Cow;
 
-use http::header::{AUTHORIZATION, COOKIE, UPGRADE};
+use http::header::{AUTHORIZATION, COOKIE, SEC_WEBSOCKET_PROTOCOL, UPGRADE};
 use http::request::Parts;
 use http::{HeaderValue, Method};
 
@@ -45,6 +57,8 @@ pub enum CredentialKind {
     Query,
     /// A cookie.
     Cookie,
+    /// The `Sec-WebSocket-Protocol` header of a WebSocket upgrade.
+    Subprotocol,
 }
 
 /// One place to look for a token.
@@ -56,6 +70,9 @@ pub enum TokenSource {
     Query(String),
     /// The cookie described by this [`SessionCookie`].
     Cookie(SessionCookie),
+    /// The `Sec-WebSocket-Protocol` element after this marker protocol, on
+    /// WebSocket upgrades only (see the [module docs](self)).
+    Subprotocol(String),
 }
 
 impl TokenSource {
@@ -64,6 +81,7 @@ impl TokenSource {
             TokenSource::Bearer => CredentialKind::Bearer,
             TokenSource::Query(_) => CredentialKind::Query,
             TokenSource::Cookie(_) => CredentialKind::Cookie,
+            TokenSource::Subprotocol(_) => CredentialKind::Subprotocol,
         }
     }
 }
@@ -158,6 +176,23 @@ impl Credentials {
         self
     }
 
+    /// Also reads the token from the WebSocket subprotocol list, as the
+    /// element after `marker` (on WebSocket upgrades only). The marker must
+    /// be an HTTP token, e.g. `"access_token"`.
+    pub fn subprotocol(mut self, marker: impl Into<String>) -> Self {
+        self.sources.push(TokenSource::Subprotocol(marker.into()));
+        self
+    }
+
+    /// The subprotocol marker, if that source is configured: the protocol a
+    /// WebSocket server echoes back when it accepts such a client.
+    pub fn subprotocol_marker(&self) -> Option<&str> {
+        self.sources.iter().find_map(|source| match source {
+            TokenSource::Subprotocol(marker) => Some(marker.as_str()),
+            _ => None,
+        })
+    }
+
     /// What to do with a token in more than one source.
     pub fn precedence(mut self, precedence: Precedence) -> Self {
         self.precedence = precedence;
@@ -205,7 +240,7 @@ impl Credentials {
             }
             let name = match source {
                 TokenSource::Bearer => continue,
-                TokenSource::Query(name) => name,
+                TokenSource::Query(name) | TokenSource::Subprotocol(name) => name,
                 TokenSource::Cookie(cookie) => {
                     cookie.validate()?;
                     &cookie.name
@@ -214,7 +249,7 @@ impl Credentials {
             // A cookie or parameter name must be an RFC 7230 token.
             if name.is_empty() || !name.bytes().all(is_tchar) {
                 return Err(ConfigError::Credentials(
-                    "a cookie or query parameter name must be an HTTP token",
+                    "a cookie, query parameter or subprotocol name must be an HTTP token",
                 ));
             }
         }
@@ -232,6 +267,7 @@ impl Credentials {
                 TokenSource::Bearer => self.header_token(parts)?,
                 TokenSource::Query(name) => self.query_token(parts, name)?,
                 TokenSource::Cookie(cookie) => self.cookie_token(parts, &cookie.name)?,
+                TokenSource::Subprotocol(marker) => self.subprotocol_token(parts, marker)?,
             };
             let Some(token) = token else { continue };
             if found.is_some() {
@@ -301,6 +337,20 @@ impl Credentials {
             ));
         }
         self.non_empty_token(value)
+    }
+
+    fn subprotocol_token<'a>(
+        &self,
+        parts: &'a Parts,
+        marker: &str,
+    ) -> Result<Option<Cow<'a, str>>, AuthError> {
+        if !is_websocket_upgrade(parts) {
+            return Ok(None);
+        }
+        match token_after_marker(parts.headers.get_all(SEC_WEBSOCKET_PROTOCOL), marker)? {
+            Some(token) => self.non_empty_token(Cow::Borrowed(token)),
+            None => Ok(None),
+        }
     }
 
     fn cookie_token<'a>(
@@ -440,6 +490,45 @@ impl SessionCookie {
         }
         Ok(())
     }
+}
+
+/// The elements of comma-separated header lines (RFC 9110 §5.6.1): split,
+/// trimmed of spaces and tabs, empty elements dropped. A line that is not
+/// visible ASCII yields one element that matches nothing a client could
+/// mean, so it can neither be a marker nor hide one.
+pub(crate) fn list_elements<'a>(
+    lines: http::header::GetAll<'a, HeaderValue>,
+) -> impl Iterator<Item = &'a str> {
+    lines.into_iter().flat_map(|line| {
+        let text = line.to_str().unwrap_or("\u{0}");
+        text.split(',')
+            .map(|element| element.trim_matches([' ', '\t']))
+            .filter(|element| !element.is_empty())
+    })
+}
+
+/// The subprotocol element right after `marker`: `Ok(None)` without the
+/// marker; 400 when it is repeated or last.
+fn token_after_marker<'a>(
+    lines: http::header::GetAll<'a, HeaderValue>,
+    marker: &str,
+) -> Result<Option<&'a str>, AuthError> {
+    let mut elements = list_elements(lines);
+    let mut token = None;
+    while let Some(element) = elements.next() {
+        if element != marker {
+            continue;
+        }
+        if token.is_some() {
+            return Err(AuthError::InvalidRequest(
+                "the subprotocol marker is repeated",
+            ));
+        }
+        token = Some(elements.next().ok_or(AuthError::InvalidRequest(
+            "the subprotocol marker is not followed by a token",
+        ))?);
+    }
+    Ok(token)
 }
 
 /// `Ok(None)` for another scheme; the text after `Bearer ` otherwise.
@@ -652,7 +741,88 @@ mod tests {
         assert!(all_sources().validate().is_ok());
     }
 
+    #[test]
+    fn subprotocol_token_only_on_upgrades_and_after_the_marker() {
+        let sources = Credentials::bearer().subprotocol("access_token");
+        let upgrade = |value: &'static str| {
+            parts(move |b| {
+                b.header("upgrade", "websocket")
+                    .header("sec-websocket-protocol", value)
+            })
+        };
+        let listed = upgrade("chat, access_token,\tabc.def , v2");
+        let found = sources.extract(&listed).unwrap().unwrap();
+        assert_eq!(
+            (found.token.as_ref(), found.kind),
+            ("abc.def", CredentialKind::Subprotocol)
+        );
+        let split = parts(|b| {
+            b.header("upgrade", "websocket")
+                .header("sec-websocket-protocol", "access_token")
+                .header("sec-websocket-protocol", "abc")
+        });
+        assert_eq!(sources.extract(&split).unwrap().unwrap().token, "abc");
+        assert!(sources.extract(&upgrade("chat, v2")).unwrap().is_none());
+        let plain = parts(|b| b.header("sec-websocket-protocol", "access_token, abc"));
+        assert!(sources.extract(&plain).unwrap().is_none());
+        for bad in [
+            "access_token",
+            "chat, access_token",
+            "access_token, a, access_token, b",
+            "access_token, a\"b",
+        ] {
+            assert!(
+                matches!(
+                    sources.extract(&upgrade(bad)),
+                    Err(AuthError::InvalidRequest(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        let both = parts(|b| {
+            b.header("upgrade", "websocket")
+                .header("sec-websocket-protocol", "access_token, abc")
+                .header("authorization", "Bearer abc")
+        });
+        assert!(matches!(
+            sources.extract(&both),
+            Err(AuthError::InvalidRequest(_))
+        ));
+        assert!(
+            Credentials::bearer()
+                .subprotocol("bad marker")
+                .validate()
+                .is_err()
+        );
+        assert_eq!(sources.subprotocol_marker(), Some("access_token"));
+    }
+
     proptest! {
+        #[test]
+        fn subprotocol_lists_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Ok(value) = HeaderValue::from_bytes(&bytes) {
+                let p = parts(|b| b.header("upgrade", "websocket").header("sec-websocket-protocol", value));
+                let _ = Credentials::bearer().subprotocol("m").extract(&p);
+            }
+        }
+
+        #[test]
+        fn subprotocol_tokens_round_trip(
+            before in proptest::collection::vec("[a-z0-9.]{1,10}", 0..3),
+            token in "[A-Za-z0-9._~+-]{1,100}",
+            after in proptest::collection::vec("[a-z0-9.]{1,10}", 0..3),
+            space in "[ \t]{0,2}",
+        ) {
+            let mut list: Vec<String> = before.iter().filter(|p| *p != "m").cloned().collect();
+            list.push("m".into());
+            list.push(token.clone());
+            list.extend(after.iter().filter(|p| *p != "m").cloned());
+            let value = list.join(&format!(",{space}"));
+            let p = parts(|b| b.header("upgrade", "websocket").header("sec-websocket-protocol", value));
+            let found = Credentials::bearer().subprotocol("m").extract(&p).unwrap().unwrap();
+            prop_assert_eq!(found.token, token);
+        }
+
         #[test]
         fn never_panics_on_arbitrary_header_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             if let Ok(value) = HeaderValue::from_bytes(&bytes) {

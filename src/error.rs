@@ -7,9 +7,19 @@
 //! | [`InvalidRequest`](AuthError::InvalidRequest) | 400 | `Bearer realm="…", error="invalid_request", …` | `invalid_request` |
 //! | [`InvalidToken`](AuthError::InvalidToken) | 401 | `Bearer realm="…", error="invalid_token", …` | `invalid_token` |
 //! | [`InsufficientScope`](AuthError::InsufficientScope) | 403 | `Bearer realm="…", error="insufficient_scope", scope="…"` | `insufficient_scope` |
+//! | [`Origin`](AuthError::Origin) (cookie from a foreign page) | 403 | — | `invalid_origin` |
+//! | [`LimitExceeded`](AuthError::LimitExceeded) | 429 (+ `Retry-After` for rates) | — | `too_many_requests` |
 //! | [`UserStore`](AuthError::UserStore) | 503 | — | `temporarily_unavailable` |
 //! | [`Internal`](AuthError::Internal) | 500 | — | `server_error` |
 //! | [`Grant`](AuthError::Grant) (token endpoint, RFC 6749 §5.2) | 400 / 413 / 415 | — | the §5.2 code |
+//!
+//! RFC 6750 has no code for the two 403/429 rows: the token is fine there, so
+//! `invalid_token` (which sends a client to refresh or log in again) and
+//! `insufficient_scope` (which asks for more scope) would both mislead. The
+//! body codes name what must change instead: `invalid_origin` — the page the
+//! request came from, in the `invalid_*` style of RFC 6749/6750 codes — and
+//! `too_many_requests` — the pace, named after the status (RFC 6585). Neither
+//! carries a `WWW-Authenticate` challenge: re-authenticating does not help.
 //!
 //! Every body is JSON `{"error": …, "error_description": …}`; descriptions are
 //! fixed texts chosen by this crate, never attacker input, a token or an
@@ -20,10 +30,12 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
+use crate::limit::LimitExceeded;
+use crate::origin::OriginRejection;
 use crate::scope::Scopes;
 
 /// A boxed error from the application's user store.
@@ -53,6 +65,13 @@ pub enum AuthError {
         /// Those of `required` the identity does not hold.
         missing: Scopes,
     },
+    /// A cookie-authenticated request from an origin the
+    /// [`origin`](crate::origin) guard does not allow (403).
+    #[error("origin refused: {}", .0.reason_code())]
+    Origin(OriginRejection),
+    /// A per-subject limit of the [`limit`](crate::limit) module (429).
+    #[error("limit exceeded: {}", .0.reason_code())]
+    LimitExceeded(LimitExceeded),
     /// The application's user store failed; the source is logged, never sent.
     #[error("user store failed")]
     UserStore(#[source] BoxError),
@@ -208,6 +227,12 @@ pub enum ConfigError {
     /// A password-hashing setting that cannot work.
     #[error("{0}")]
     Password(&'static str),
+    /// An allowed origin that is not `scheme://host[:port]`.
+    #[error("{0}")]
+    Origin(&'static str),
+    /// A rate or connection limit that cannot work.
+    #[error("{0}")]
+    Limit(&'static str),
 }
 
 /// The body type of every response this crate builds.
@@ -314,6 +339,13 @@ fn default_response(error: &AuthError, realm: &str) -> Response<ErrorBody> {
     if matches!(error, AuthError::Grant(_)) {
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
+    if let AuthError::LimitExceeded(limit) = error
+        && let Some(wait) = limit.retry_after()
+    {
+        // Whole seconds, rounded up: a client waiting that long is let in.
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        headers.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
     response
 }
 
@@ -335,6 +367,12 @@ fn status_code_description(error: &AuthError) -> (StatusCode, &'static str, Stri
             S::FORBIDDEN,
             "insufficient_scope",
             format!("the access token lacks the scope: {missing}"),
+        ),
+        AuthError::Origin(reason) => (S::FORBIDDEN, "invalid_origin", reason.description().into()),
+        AuthError::LimitExceeded(limit) => (
+            S::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            limit.description().into(),
         ),
         AuthError::UserStore(_) => (
             S::SERVICE_UNAVAILABLE,
@@ -403,6 +441,22 @@ mod tests {
             "{}",
             challenge(&res)
         );
+    }
+
+    #[test]
+    fn origin_and_limit_errors_carry_no_challenge() {
+        let res = render(&AuthError::Origin(OriginRejection::Null));
+        assert_eq!(res.status(), 403);
+        assert!(res.headers().get(WWW_AUTHENTICATE).is_none());
+        let res = render(&AuthError::LimitExceeded(LimitExceeded::Rate {
+            retry_after: std::time::Duration::from_millis(5500),
+        }));
+        assert_eq!(res.status(), 429);
+        assert!(res.headers().get(WWW_AUTHENTICATE).is_none());
+        assert_eq!(res.headers()[RETRY_AFTER], "6");
+        let res = render(&AuthError::LimitExceeded(LimitExceeded::Connections));
+        assert_eq!(res.status(), 429);
+        assert!(res.headers().get(RETRY_AFTER).is_none());
     }
 
     #[test]

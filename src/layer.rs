@@ -10,7 +10,8 @@
 //!   silently served as anonymous.
 //!
 //! On success the request's extensions receive [`Authenticated<U, X>`], the
-//! claims as `Arc<Claims<X>>`, and [`GrantedScopes`]. The layer also puts
+//! claims as `Arc<Claims<X>>`, [`GrantedScopes`] and the
+//! [`Subject`] (for per-user limits). The layer also puts
 //! the [`Authenticator`] itself there, so the axum extractors work without
 //! it in the router state.
 //!
@@ -31,6 +32,7 @@ use tower_service::Service;
 use crate::authenticator::{Authenticated, Authenticator};
 #[cfg(feature = "axum")]
 use crate::error::ErrorRenderer;
+use crate::limit::Subject;
 use crate::scope::GrantedScopes;
 use crate::token::ExtraClaims;
 use crate::user::AuthUser;
@@ -173,6 +175,7 @@ fn insert_identity<U: AuthUser, X: ExtraClaims>(
     identity: Authenticated<U, X>,
 ) {
     extensions.insert(GrantedScopes(identity.claims.scope.clone()));
+    extensions.insert(Subject(identity.claims.sub.clone()));
     extensions.insert(identity.claims.clone());
     extensions.insert(identity);
 }

@@ -12,18 +12,34 @@
 //! `invalid_request`), `scope` (optional, space-separated). A parameter sent
 //! twice is `invalid_request` (§3.1); unknown parameters such as `client_id`
 //! are ignored.
+//!
+//! # Cookie sessions
+//!
+//! For browser apps, [`session_login_endpoint`] is the same endpoint that
+//! also sets the access token as the session cookie (the
+//! [`SessionCookie`] of the authenticator's
+//! [`Credentials`](crate::Credentials): `HttpOnly`, `Secure`, `SameSite=Lax`,
+//! `Path=/`, `Max-Age` = the token's lifetime) and still returns the JSON,
+//! so a page script can use the token for an `Authorization` header or a
+//! WebSocket subprotocol. [`logout_endpoint`] clears the cookie. Both
+//! responses carry [`Renewal::Skip`], and both refuse (403) a browser request
+//! from a page the [`origin`](crate::origin) guard does not allow (login
+//! CSRF, logout CSRF); a client sending neither `Origin` nor
+//! `Sec-Fetch-Site` (`curl`) is served.
 
 use std::fmt;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, PRAGMA};
-use http::{HeaderValue, Request, Response};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, PRAGMA, SET_COOKIE};
+use http::request::Parts;
+use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Full, Limited};
 use serde::Serialize;
 
 use crate::authenticator::Authenticator;
+use crate::credentials::SessionCookie;
 use crate::error::{AuthError, GrantError};
 use crate::refresh::Renewal;
 use crate::scope::Scopes;
@@ -190,6 +206,93 @@ where
     // A login response is never the place to renew the caller's old token.
     response.extensions_mut().insert(Renewal::Skip);
     response
+}
+
+/// [`token_endpoint`] for browsers: on success the token is also set as the
+/// session cookie (`Max-Age` = the token's lifetime); see
+/// [cookie sessions](self#cookie-sessions). Errors are the token endpoint's,
+/// plus 403 [`AuthError::Origin`] for a foreign page, and 500 when the
+/// authenticator's [`Credentials`](crate::Credentials) have no cookie source
+/// (a programming error, logged as such).
+///
+/// A login never renews or replaces anything but the cookie it sets: a
+/// failed login leaves an existing cookie alone.
+pub async fn session_login_endpoint<U, X, B>(
+    auth: &Authenticator<U, X>,
+    request: Request<B>,
+) -> Response<Full<Bytes>>
+where
+    U: AuthUser,
+    X: ExtraClaims,
+    B: Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let (parts, body) = request.into_parts();
+    let result = match session_cookie(auth, &parts) {
+        Ok(cookie) => login(auth, Request::from_parts(parts, body))
+            .await
+            .map(|token| {
+                let max_age = Duration::from_secs(token.expires_in);
+                let set_cookie = cookie.set_cookie(&token.access_token, max_age);
+                let mut response = token.into_response();
+                response.headers_mut().append(SET_COOKIE, set_cookie);
+                response
+            }),
+        Err(err) => Err(err),
+    };
+    let mut response = result.unwrap_or_else(|err| auth.error_response(&err));
+    response.extensions_mut().insert(Renewal::Skip);
+    response
+}
+
+/// Logout for cookie sessions: `204 No Content` with a `Set-Cookie` that
+/// deletes the session cookie, `Cache-Control: no-store` and
+/// [`Renewal::Skip`]; see [cookie sessions](self#cookie-sessions).
+///
+/// It needs no valid token: a user whose cookie expired must still be able
+/// to clear it, so mount it outside any layer that requires authentication.
+/// (The token itself stays valid until its `exp`; to revoke every token of a
+/// user, raise their token version.) 403 for a foreign page; 500 without a
+/// cookie source.
+pub fn logout_endpoint<U, X>(auth: &Authenticator<U, X>, parts: &Parts) -> Response<Full<Bytes>>
+where
+    U: AuthUser,
+    X: ExtraClaims,
+{
+    let mut response = match session_cookie(auth, parts) {
+        Ok(cookie) => {
+            let mut response = Response::new(Full::new(Bytes::new()));
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            let headers = response.headers_mut();
+            headers.insert(SET_COOKIE, cookie.removal());
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Err(err) => auth.error_response(&err),
+    };
+    response.extensions_mut().insert(Renewal::Skip);
+    response
+}
+
+/// The cookie to set or clear, once the request's origin is accepted.
+fn session_cookie<'a, U, X>(
+    auth: &'a Authenticator<U, X>,
+    parts: &Parts,
+) -> Result<&'a SessionCookie, AuthError>
+where
+    U: AuthUser,
+    X: ExtraClaims,
+{
+    let Some(cookie) = auth.credentials().session_cookie_config() else {
+        tracing::error!(
+            "session login/logout needs a cookie source in the authenticator's Credentials"
+        );
+        return Err(AuthError::Internal(
+            "the authenticator has no session cookie configured",
+        ));
+    };
+    auth.origin_guard().check_session_change(parts)?;
+    Ok(cookie)
 }
 
 async fn login<U, X, B>(

@@ -39,6 +39,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::crypto::CryptoProvider;
@@ -49,6 +50,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{AuthError, ConfigError, TokenRejection};
 use crate::scope::Scopes;
+
+mod cache;
+pub(crate) use cache::VerifiedTokens;
 
 /// The `typ` header of every access token this crate issues (RFC 9068 §2.1).
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
@@ -366,6 +370,7 @@ impl TokenCodecBuilder {
         }
         let codec = TokenCodec {
             inner: Arc::new(CodecInner {
+                key_set: next_key_set_id(),
                 validations: keys.iter().map(|k| validation_for(k.algorithm)).collect(),
                 keys,
                 issuer: self.issuer,
@@ -404,7 +409,16 @@ fn validation_for(algorithm: Algorithm) -> Validation {
     validation
 }
 
+/// A process-unique identity for the key set of each codec built: what the
+/// verified-token cache is tied to. Clones of a codec share it; a codec
+/// built again, even from the same keys, gets a new one.
+fn next_key_set_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 struct CodecInner {
+    key_set: u64,
     keys: Vec<Key>,
     validations: Vec<Validation>,
     issuer: Option<String>,
@@ -463,6 +477,11 @@ impl TokenCodec {
     /// How long issued access tokens live.
     pub fn access_lifetime(&self) -> Duration {
         self.inner.access_lifetime
+    }
+
+    /// The identity of this codec's key set (see [`VerifiedTokens`]).
+    pub(crate) fn key_set_id(&self) -> u64 {
+        self.inner.key_set
     }
 
     /// Claims for a new access token: issued now, expiring after the access
@@ -682,6 +701,17 @@ mod tests {
             .verify_at::<()>(&sign_raw(&at_header(), &scp), 0)
             .unwrap();
         assert_eq!(claims.scope.to_string(), "a b");
+    }
+
+    #[test]
+    fn a_mismatched_key_pair_fails_when_built() {
+        let private = include_bytes!("../tests/keys/rsa_private.pem");
+        let other_public = include_bytes!("../tests/keys/rsa2_public.pem");
+        let key = Key::from_pem(Algorithm::RS256, private, other_public).unwrap();
+        assert_eq!(
+            TokenCodec::builder(key).build().unwrap_err(),
+            ConfigError::KeyPairMismatch
+        );
     }
 
     #[test]

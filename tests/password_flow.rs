@@ -311,3 +311,118 @@ async fn cors_lets_the_allowed_origin_read_the_renewed_token() {
     let allowed = foreign.headers().get("access-control-allow-origin");
     assert!(allowed.is_none_or(|o| o == origin), "{allowed:?}");
 }
+
+fn key_path(name: &str) -> String {
+    format!("{}/tests/keys/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `alg` in a token's header, read as any client could.
+fn header_alg(token: &str) -> String {
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    format!("{:?}", header.alg)
+}
+
+#[tokio::test]
+async fn it_signs_with_es256_from_pem_files() {
+    let (private, public) = (key_path("ec256_private.pem"), key_path("ec256_public.pem"));
+    let server = Server::start(
+        "password_flow",
+        None,
+        &[
+            ("JWT_ALG", "ES256"),
+            ("JWT_PRIVATE_KEY", &private),
+            ("JWT_PUBLIC_KEY", &public),
+        ],
+    );
+    let token = token(&server, "username=johndoe&password=secret").await;
+    assert_eq!(header_alg(&token), "ES256");
+    // Twice: the second answer comes from the verified-token cache.
+    for _ in 0..2 {
+        assert_eq!(
+            get_json(&server, "/status", &token).await,
+            json!({ "status": "ok" })
+        );
+    }
+    // No HS256 secret was needed, so no warning about a random one.
+    let stderr = server.stop();
+    assert!(!stderr.contains("JWT_SECRET is not set"), "{stderr}");
+}
+
+#[tokio::test]
+async fn it_signs_with_rs256_and_eddsa_too() {
+    for (alg, stem) in [("RS256", "rsa"), ("EdDSA", "ed25519")] {
+        let private = key_path(&format!("{stem}_private.pem"));
+        let public = key_path(&format!("{stem}_public.pem"));
+        let server = Server::start(
+            "password_flow",
+            None,
+            &[
+                ("JWT_ALG", alg),
+                ("JWT_PRIVATE_KEY", &private),
+                ("JWT_PUBLIC_KEY", &public),
+            ],
+        );
+        let token = token(&server, "username=johndoe&password=secret").await;
+        assert_eq!(header_alg(&token), alg);
+        assert_eq!(
+            get_json(&server, "/status", &token).await,
+            json!({ "status": "ok" })
+        );
+    }
+}
+
+/// Runs `password_flow` with `env`, expecting it to refuse to start; returns
+/// its stderr.
+fn refused_at_startup(env: &[(&str, &str)]) -> String {
+    let output = Command::new(example_binary("password_flow"))
+        .env("BIND_ADDR", "127.0.0.1:0")
+        .env_remove("JWT_SECRET")
+        .env_remove("JWT_PRIVATE_KEY")
+        .env_remove("JWT_PUBLIC_KEY")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "it must fail: {env:?}");
+    assert!(
+        !String::from_utf8_lossy(&output.stdout).contains("listening on"),
+        "it must not serve"
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_missing_or_bad_key_is_refused_at_startup() {
+    let public = key_path("ec256_public.pem");
+
+    let stderr = refused_at_startup(&[("JWT_ALG", "ES256"), ("JWT_PUBLIC_KEY", &public)]);
+    assert!(stderr.contains("JWT_PRIVATE_KEY"), "{stderr}");
+
+    let stderr = refused_at_startup(&[
+        ("JWT_ALG", "ES256"),
+        ("JWT_PRIVATE_KEY", "/nonexistent/key.pem"),
+        ("JWT_PUBLIC_KEY", &public),
+    ]);
+    assert!(stderr.contains("/nonexistent/key.pem"), "{stderr}");
+
+    // An RSA key for ES256.
+    let rsa = key_path("rsa_private.pem");
+    let stderr = refused_at_startup(&[
+        ("JWT_ALG", "ES256"),
+        ("JWT_PRIVATE_KEY", &rsa),
+        ("JWT_PUBLIC_KEY", &public),
+    ]);
+    assert!(stderr.contains("not a valid ES256 key"), "{stderr}");
+
+    // Two halves of different pairs.
+    let other = key_path("rsa2_public.pem");
+    let stderr = refused_at_startup(&[
+        ("JWT_ALG", "RS256"),
+        ("JWT_PRIVATE_KEY", &key_path("rsa_private.pem")),
+        ("JWT_PUBLIC_KEY", &other),
+    ]);
+    assert!(stderr.contains("do not match"), "{stderr}");
+
+    let stderr = refused_at_startup(&[("JWT_ALG", "none")]);
+    assert!(stderr.contains("JWT_ALG"), "{stderr}");
+}

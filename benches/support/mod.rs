@@ -2,9 +2,20 @@
 //! ratios against a baseline measured in the same run.
 
 use std::path::PathBuf;
+use std::sync::LazyLock;
+use std::time::SystemTime;
 
-/// The mean time criterion measured for `group/function`, in nanoseconds,
-/// read from its `estimates.json` (absent in `--test` runs).
+static RUN_STARTED: LazyLock<SystemTime> = LazyLock::new(SystemTime::now);
+
+/// Call first thing in a bench: estimates older than this call are from an
+/// earlier run and are never reported as this run's.
+pub fn mark_run_start() {
+    LazyLock::force(&RUN_STARTED);
+}
+
+/// The mean time criterion measured for `group/function` in this run, in
+/// nanoseconds, read from its `estimates.json` (absent in `--test` runs and
+/// for groups a filter skipped).
 pub fn mean_ns(group: &str, function: &str) -> Option<f64> {
     let dir = std::env::var_os("CRITERION_HOME")
         .map(PathBuf::from)
@@ -14,6 +25,10 @@ pub fn mean_ns(group: &str, function: &str) -> Option<f64> {
         .join(function)
         .join("new")
         .join("estimates.json");
+    let written = std::fs::metadata(&path).and_then(|m| m.modified()).ok()?;
+    if written < *RUN_STARTED {
+        return None;
+    }
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
     json["mean"]["point_estimate"].as_f64()
 }
@@ -35,7 +50,7 @@ pub fn print_ratios(group: &str, pairs: &[(&str, &str)]) {
                 c / b,
                 b / c
             ),
-            _ => println!("  {candidate} vs {baseline}: no estimates (quick or --test run)"),
+            _ => println!("  {candidate} vs {baseline}: not measured in this run"),
         }
     }
 }

@@ -1,0 +1,307 @@
+//! An HTTP load test of the real `password_flow` example: requests per
+//! second of `GET /health` (no token) and `GET /status` (bearer token:
+//! credentials, verified-token cache, user lookup, `Authenticated<User>`),
+//! in alternating rounds in one run, and their ratio.
+//!
+//! ```text
+//! cargo build --release --example password_flow
+//! cargo bench --bench http_load
+//! ```
+//!
+//! The example binary must be built first (`cargo bench` holds the build
+//! directory, so the bench cannot build it itself); the bench refuses one
+//! older than its sources.
+//!
+//! The server gets one tokio worker (`TOKIO_WORKER_THREADS=1`) and, when
+//! `taskset` is installed, CPU 0; the client is one thread of `hyper`
+//! HTTP/1.1 keep-alive connections on loopback. Settings (environment):
+//!
+//! - `HTTP_LOAD_REQUESTS`: requests per route per round (default 20000)
+//! - `HTTP_LOAD_ROUNDS`: rounds, each `/health` then `/status` (default 5)
+//! - `HTTP_LOAD_CONCURRENCY`: connections, one request in flight on each
+//!   (default 16)
+//! - `HTTP_LOAD_ALG`: `HS256` (default), `RS256`, `ES256` or `EdDSA`; the
+//!   asymmetric ones sign with the keys in `tests/keys`.
+//!
+//! Under `cargo test` (no `--bench` argument) it does nothing.
+//!
+//! With [wrk](https://github.com/wg/wrk) installed, the same measurement:
+//!
+//! ```text
+//! TOKIO_WORKER_THREADS=1 JWT_SECRET=0123456789abcdef0123456789abcdef \
+//!   BIND_ADDR=127.0.0.1:3000 RUST_LOG=warn taskset -c 0 target/release/examples/password_flow &
+//! TOKEN=$(curl -s -d 'username=johndoe&password=secret' http://127.0.0.1:3000/token \
+//!   | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+//! taskset -c 1 wrk -t1 -c16 -d10s http://127.0.0.1:3000/health
+//! taskset -c 1 wrk -t1 -c16 -d10s -H "Authorization: Bearer $TOKEN" http://127.0.0.1:3000/status
+//! ```
+//!
+//! (run the two `wrk` lines alternately a few times; the ratio is
+//! `/status` req/s ÷ `/health` req/s).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Instant, SystemTime};
+
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::task::JoinSet;
+
+const SECRET: &str = "an http_load secret of more than thirty-two bytes";
+
+type Sender = SendRequest<Full<Bytes>>;
+
+fn setting(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Ok(value) => value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={value:?} is not a number")),
+        Err(_) => default,
+    }
+}
+
+/// `target/release/deps/http_load-HASH` -> `target/release/examples/password_flow`.
+fn example_binary() -> PathBuf {
+    let mut path = std::env::current_exe().expect("the bench's own path");
+    path.pop();
+    path.pop();
+    path.push("examples");
+    path.push(format!("password_flow{}", std::env::consts::EXE_SUFFIX));
+    path
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// The newest of the example's and the library's sources.
+fn newest_source() -> Option<SystemTime> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut newest = modified(&root.join("examples/password_flow.rs"));
+    let mut dirs = vec![root.join("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                newest = newest.max(modified(&path));
+            }
+        }
+    }
+    newest
+}
+
+/// The running example; killed when dropped.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_server(alg: &str) -> (Server, String, bool) {
+    let binary = example_binary();
+    let build = "run `cargo build --release --example password_flow` first";
+    let built =
+        modified(&binary).unwrap_or_else(|| panic!("{} is missing: {build}", binary.display()));
+    if newest_source().is_some_and(|source| source > built) {
+        panic!("{} is older than its sources: {build}", binary.display());
+    }
+    let pinned = Command::new("taskset")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let mut command = if pinned {
+        let mut command = Command::new("taskset");
+        command.arg("-c").arg("0").arg(&binary);
+        command
+    } else {
+        Command::new(&binary)
+    };
+    command
+        .env("BIND_ADDR", "127.0.0.1:0")
+        .env("TOKIO_WORKER_THREADS", "1")
+        .env("RUST_LOG", "warn")
+        .env("JWT_SECRET", SECRET)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if alg != "HS256" {
+        let stem = match alg {
+            "RS256" => "rsa",
+            "ES256" => "ec256",
+            "EdDSA" => "ed25519",
+            other => panic!("HTTP_LOAD_ALG={other}: use HS256, RS256, ES256 or EdDSA"),
+        };
+        let keys = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/keys");
+        command
+            .env("JWT_ALG", alg)
+            .env("JWT_PRIVATE_KEY", keys.join(format!("{stem}_private.pem")))
+            .env("JWT_PUBLIC_KEY", keys.join(format!("{stem}_public.pem")));
+    }
+    let mut child = command.spawn().expect("password_flow starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let server = Server(child);
+    let mut stdout = BufReader::new(stdout);
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("password_flow prints");
+    // Keep draining, so the server never writes into a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let addr = first
+        .trim_end()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_owned();
+    (server, addr, pinned)
+}
+
+async fn connect(addr: &str) -> Sender {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.set_nodelay(true).expect("TCP_NODELAY");
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("HTTP/1.1 handshake");
+    tokio::spawn(connection);
+    sender
+}
+
+fn request(path: &str, token: Option<&str>, body: Option<&'static str>) -> Request<Full<Bytes>> {
+    let mut builder = Request::builder().uri(path).header("host", "127.0.0.1");
+    if let Some(token) = token {
+        builder = builder.header("authorization", format!("Bearer {token}"));
+    }
+    match body {
+        Some(form) => builder
+            .method("POST")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from_static(form.as_bytes()))),
+        None => builder.body(Full::new(Bytes::new())),
+    }
+    .expect("a valid request")
+}
+
+async fn login(addr: &str) -> String {
+    let mut sender = connect(addr).await;
+    let response = sender
+        .send_request(request(
+            "/token",
+            None,
+            Some("username=johndoe&password=secret"),
+        ))
+        .await
+        .expect("login");
+    assert_eq!(response.status(), 200, "login refused");
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    json["access_token"]
+        .as_str()
+        .expect("an access token")
+        .to_owned()
+}
+
+/// `total` requests to `path` over `senders` (one in flight on each);
+/// returns requests per second, and the senders for the next round.
+async fn round(
+    senders: Vec<Sender>,
+    path: &'static str,
+    token: Option<&str>,
+    total: usize,
+) -> (f64, Vec<Sender>) {
+    let per_connection = total / senders.len();
+    // The requests are built before the clock starts.
+    let template = request(path, token, None);
+    let start = Instant::now();
+    let mut tasks = JoinSet::new();
+    for mut sender in senders {
+        let headers = template.headers().clone();
+        tasks.spawn(async move {
+            for _ in 0..per_connection {
+                let mut request = Request::get(path)
+                    .body(Full::new(Bytes::new()))
+                    .expect("a valid request");
+                *request.headers_mut() = headers.clone();
+                sender.ready().await.expect("connection open");
+                let response = sender.send_request(request).await.expect("response");
+                assert_eq!(response.status(), 200, "GET {path}");
+                response.into_body().collect().await.expect("body");
+            }
+            sender
+        });
+    }
+    let senders = tasks.join_all().await;
+    let elapsed = start.elapsed().as_secs_f64();
+    ((per_connection * senders.len()) as f64 / elapsed, senders)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn main() {
+    if !std::env::args().any(|arg| arg == "--bench") {
+        println!("http_load: skipped (run it with `cargo bench --bench http_load`)");
+        return;
+    }
+    let requests = setting("HTTP_LOAD_REQUESTS", 20_000);
+    let rounds = setting("HTTP_LOAD_ROUNDS", 5).max(1);
+    let concurrency = setting("HTTP_LOAD_CONCURRENCY", 16).max(1);
+    let alg = std::env::var("HTTP_LOAD_ALG").unwrap_or_else(|_| "HS256".into());
+    let (_server, addr, pinned) = start_server(&alg);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let token = login(&addr).await;
+        let mut senders = Vec::with_capacity(concurrency);
+        for _ in 0..concurrency {
+            senders.push(connect(&addr).await);
+        }
+        println!(
+            "http_load: password_flow ({alg}), 1 server worker{}, {concurrency} connections, \
+             {rounds} rounds x {requests} requests per route",
+            if pinned { " pinned to CPU 0" } else { "" }
+        );
+        // Warm-up, not counted.
+        (_, senders) = round(senders, "/health", None, requests / 4).await;
+        (_, senders) = round(senders, "/status", Some(&token), requests / 4).await;
+
+        let (mut health, mut status, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 1..=rounds {
+            let h;
+            let s;
+            (h, senders) = round(senders, "/health", None, requests).await;
+            (s, senders) = round(senders, "/status", Some(&token), requests).await;
+            println!(
+                "  round {i}: GET /health {h:>8.0} req/s   GET /status {s:>8.0} req/s   ratio x{:.2}",
+                s / h
+            );
+            health.push(h);
+            status.push(s);
+            ratios.push(s / h);
+        }
+        println!(
+            "  median:  GET /health {:>8.0} req/s   GET /status {:>8.0} req/s   \
+             throughput /status vs /health x{:.2} (median of the rounds' ratios)",
+            median(&mut health),
+            median(&mut status),
+            median(&mut ratios)
+        );
+    });
+}

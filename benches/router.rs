@@ -1,0 +1,110 @@
+//! The price of authentication on a whole request: the same axum `Router`
+//! with and without [`AuthLayer`], driven in-process with
+//! `tower::ServiceExt::oneshot` (no sockets), HS256 bearer token, user from a
+//! `MemoryUserStore`, `Authenticated<U>` taken by the handler.
+//!
+//! ```text
+//! cargo bench --bench router
+//! ```
+//!
+//! Cases: `no_auth` (the baseline), `auth_cached` (the same token every
+//! time: the verified-token cache answers), `auth_uncached` (the cache
+//! turned off: every request verifies the signature).
+
+mod support;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::Request;
+use axum::routing::get;
+use criterion::{Criterion, criterion_group, criterion_main};
+use tower::ServiceExt;
+use tower_auth::{
+    AuthLayer, Authenticated, Authenticator, Key, MemoryUserStore, Scopes, SimpleUser, TokenCodec,
+};
+
+const GROUP: &str = "router";
+
+fn codec() -> TokenCodec {
+    TokenCodec::builder(Key::hs256(&[7; 32]).unwrap())
+        .access_lifetime(Duration::from_secs(3600))
+        .build()
+        .unwrap()
+}
+
+async fn public() -> &'static str {
+    "ok"
+}
+
+async fn protected(auth: axum::Extension<Authenticated<SimpleUser>>) -> &'static str {
+    std::hint::black_box(&auth.user);
+    "ok"
+}
+
+fn users() -> MemoryUserStore<SimpleUser> {
+    let users = MemoryUserStore::new();
+    users.insert(
+        SimpleUser::new("johndoe", "unused").with_scopes(Scopes::parse("me items").unwrap()),
+    );
+    users
+}
+
+fn bench(c: &mut Criterion) {
+    support::mark_run_start();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let codec = codec();
+    let token = codec
+        .issue(&codec.new_claims("johndoe", Scopes::parse("me items").unwrap(), 0, ()))
+        .unwrap();
+    let header = format!("Bearer {token}");
+    let no_auth = Router::new().route("/", get(public));
+    let cached = Router::new()
+        .route("/", get(protected))
+        .layer(AuthLayer::required(
+            Authenticator::builder(users(), codec.clone())
+                .build()
+                .unwrap(),
+        ));
+    let uncached = Router::new()
+        .route("/", get(protected))
+        .layer(AuthLayer::required(
+            Authenticator::builder(users(), codec.clone())
+                .token_cache_capacity(0)
+                .build()
+                .unwrap(),
+        ));
+
+    let mut group = c.benchmark_group(GROUP);
+    for (name, app) in [
+        ("no_auth", no_auth),
+        ("auth_cached", cached),
+        ("auth_uncached", uncached),
+    ] {
+        group.bench_function(name, |b| {
+            b.to_async(&runtime).iter(|| {
+                let request = Request::get("/")
+                    .header("authorization", &header)
+                    .body(Body::empty())
+                    .unwrap();
+                let app = app.clone();
+                async move {
+                    let response = app.oneshot(request).await.unwrap();
+                    assert_eq!(response.status(), 200);
+                    response
+                }
+            })
+        });
+    }
+    group.finish();
+    support::print_ratios(
+        GROUP,
+        &[("auth_cached", "no_auth"), ("auth_uncached", "no_auth")],
+    );
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

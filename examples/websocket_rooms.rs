@@ -1,0 +1,511 @@
+//! Chat rooms over authenticated WebSockets: cookie sessions for browsers,
+//! tokens in the query string, the `Authorization` header or the
+//! subprotocol for everything else; per-room read/write permissions, per-user
+//! socket caps and message rates, and sockets closed when their token
+//! expires.
+//!
+//! ```text
+//! cargo run --example websocket_rooms
+//! ```
+//!
+//! then open the printed address in a browser, or use the printed `curl` and
+//! `websocat` lines.
+//!
+//! Users (passwords hashed with argon2id at startup):
+//!
+//! | user | password | rooms |
+//! | --- | --- | --- |
+//! | `full` | `full-pass` | read and write in every room (scopes `rooms:read rooms:write`) |
+//! | `reader` | `reader-pass` | read only (`rooms:read`): messages refused with an error frame |
+//! | `outsider` | `outsider-pass` | none: `GET /ws/{room}` answers 403 before the upgrade |
+//!
+//! A scope `room:NAME:read` / `room:NAME:write` grants one room only.
+//!
+//! Routes:
+//! - `GET /`: a page to try it in a browser (login, room, message box).
+//! - `POST /login` (form `username`, `password`): JSON with `access_token`,
+//!   plus the session cookie.
+//! - `POST /logout`: clears the cookie.
+//! - `GET /me` (bearer header or cookie): the user.
+//! - `GET /ws/{room}`: the room's socket. Authenticated by the session
+//!   cookie (browsers; `Origin` must be allowed), `?token=`, the bearer
+//!   header, or the subprotocol pair `access_token, TOKEN` (the server
+//!   answers with `access_token`, never the token). Refused before the
+//!   upgrade: 401 (no or bad token), 403 (no read permission, foreign
+//!   origin), 429 (a 6th socket of the same user). In the socket: writers'
+//!   text messages go to everyone in the room as
+//!   `{"room", "from", "text"}`; a reader's get `{"error": "read_only", …}`
+//!   back and go nowhere; the 11th message within a minute closes the socket
+//!   with 1008; the token's expiry closes it with 4001.
+//!
+//! Environment:
+//! - `BIND_ADDR`: where to listen (default `127.0.0.1:3000`; port 0 picks a
+//!   free port).
+//! - `JWT_SECRET`: the HS256 secret, at least 32 bytes. Unset: a random one
+//!   (with a warning), so tokens die with the process.
+//! - `ALLOWED_ORIGIN`: a browser origin allowed to use the session cookie
+//!   (default `http://localhost:5173`, a Vite dev server); the server's own
+//!   origin (and, on a loopback address, `http://localhost:PORT`) is always
+//!   allowed.
+//! - `TOKEN_LIFETIME_SECS`: access-token lifetime (default 1800).
+//! - `INSECURE_DEV_COOKIE=1`: for plain-HTTP development only. The session
+//!   cookie is then called `session` instead of `__Host-session` and is sent
+//!   without `Secure`. Without it the cookie is `Secure`, which browsers
+//!   accept over plain HTTP only from `localhost`; use it when the page is
+//!   served from another host name over HTTP.
+//! - `RUST_LOG`: log filter (default `info`), logs on stderr.
+
+use std::collections::HashMap;
+use std::error::Error;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRef, Path, State};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::sync::broadcast;
+use tower_auth::axum::{logout, session_login};
+use tower_auth::limit::{ConnectionLimit, ConnectionPermit, RateLimit};
+use tower_auth::ws::{self, CloseReason};
+use tower_auth::{
+    AuthError, Authenticated, Authenticator, Credentials, Key, MemoryUserStore, PasswordHasher,
+    Scopes, SessionCookie, SimpleUser, TokenCodec,
+};
+use tracing_subscriber::EnvFilter;
+
+/// The subprotocol marker: a browser offers `[SUBPROTOCOL, token]` and gets
+/// `SUBPROTOCOL` back.
+const SUBPROTOCOL: &str = "access_token";
+/// Sockets one user may have open at once.
+const MAX_SOCKETS_PER_USER: usize = 5;
+/// Messages one user may send per minute, over all their sockets.
+const MESSAGES_PER_MINUTE: u32 = 10;
+
+type User = SimpleUser;
+
+#[derive(Clone)]
+struct AppState {
+    auth: Authenticator<User>,
+    rooms: Rooms,
+    sockets: ConnectionLimit,
+    messages: RateLimit,
+}
+
+impl FromRef<AppState> for Authenticator<User> {
+    fn from_ref(state: &AppState) -> Self {
+        state.auth.clone()
+    }
+}
+
+/// One broadcast channel per room, made on first use.
+#[derive(Clone, Default)]
+struct Rooms(Arc<Mutex<HashMap<String, broadcast::Sender<String>>>>);
+
+impl Rooms {
+    fn channel(&self, room: &str) -> broadcast::Sender<String> {
+        let mut rooms = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        rooms
+            .entry(room.to_owned())
+            .or_insert_with(|| broadcast::channel(256).0)
+            .clone()
+    }
+}
+
+/// `rooms:ACTION` (every room) or `room:ROOM:ACTION` (this one).
+fn may(scopes: &Scopes, room: &str, action: &str) -> bool {
+    scopes.contains(&format!("rooms:{action}")) || scopes.contains(&format!("room:{room}:{action}"))
+}
+
+/// Room names: 1 to 64 letters, digits, `-` or `_`.
+fn valid_room(room: &str) -> bool {
+    (1..=64).contains(&room.len())
+        && room
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+async fn me(me: Authenticated<User>) -> Json<serde_json::Value> {
+    Json(json!({ "username": me.user.username, "scope": me.claims.scope }))
+}
+
+/// Everything is decided before the upgrade: the extractor authenticates
+/// (401/400/403 origin), then the room permission (403) and the socket cap
+/// (429); only then does the 101 go out and the socket task start.
+/// (`WebSocketUpgrade`'s `Debug` prints the offered subprotocols, which may
+/// hold a token: it is never logged here.)
+async fn join_room(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    me: Authenticated<User>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if !valid_room(&room) {
+        return (axum::http::StatusCode::NOT_FOUND, "no such room").into_response();
+    }
+    if !may(&me.claims.scope, &room, "read") {
+        // The room name is checked above, so this is a valid scope token.
+        let required = Scopes::parse(&format!("room:{room}:read")).unwrap_or_default();
+        let err = AuthError::InsufficientScope {
+            missing: required.clone(),
+            required,
+        };
+        tracing::info!(sub = %me.claims.sub, room, "room refused: no read permission");
+        return state.auth.error_response(&err).into_response();
+    }
+    let permit = match state.sockets.try_acquire(&me.claims.sub) {
+        Ok(permit) => permit,
+        Err(err) => return state.auth.error_response(&err).into_response(),
+    };
+    upgrade
+        .protocols([SUBPROTOCOL])
+        .on_upgrade(move |socket| run_socket(socket, state, room, me, permit))
+}
+
+async fn run_socket(
+    mut socket: WebSocket,
+    state: AppState,
+    room: String,
+    me: Authenticated<User>,
+    permit: ConnectionPermit,
+) {
+    let channel = state.rooms.channel(&room);
+    let mut inbox = channel.subscribe();
+    let can_write = may(&me.claims.scope, &room, "write");
+    let mut expiry = ws::expires(&me.claims);
+    let sub = me.claims.sub.as_str();
+    tracing::info!(sub, room, can_write, credential = ?me.credential, "joined");
+
+    let close = loop {
+        tokio::select! {
+            () = &mut expiry => break Some(CloseReason::TokenExpired),
+            broadcast = inbox.recv() => match broadcast {
+                Ok(text) => {
+                    if socket.send(Message::Text(text.into())).await.is_err() {
+                        break None;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => break None,
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Text(text))) => {
+                    if state.messages.check(sub).is_err() {
+                        break Some(CloseReason::RateLimited);
+                    }
+                    if !can_write {
+                        let refusal = json!({
+                            "error": "read_only",
+                            "error_description": "you may read this room but not write to it",
+                        });
+                        if socket.send(Message::Text(refusal.to_string().into())).await.is_err() {
+                            break None;
+                        }
+                        continue;
+                    }
+                    let message = json!({ "room": room, "from": me.user.username, "text": text.as_str() });
+                    // No receiver (cannot happen: we subscribed) is not an error.
+                    let _ = channel.send(message.to_string());
+                }
+                Some(Ok(Message::Close(_)) | Err(_)) | None => break None,
+                // Pings are answered by axum; binary frames are ignored.
+                Some(Ok(_)) => {}
+            },
+        }
+    };
+    // The slot is free before the client can learn that the socket closed,
+    // so it may reconnect at once.
+    drop(permit);
+    let frame = close.map(|reason| {
+        tracing::info!(
+            sub,
+            room,
+            code = reason.code(),
+            reason = reason.reason(),
+            "closing socket"
+        );
+        CloseFrame {
+            code: reason.code(),
+            reason: reason.reason().into(),
+        }
+    });
+    if frame.is_none() {
+        tracing::info!(sub, room, "left");
+    }
+    // Our Close frame, or the reply to the client's.
+    let _ = socket.send(Message::Close(frame)).await;
+}
+
+async fn index() -> Html<&'static str> {
+    Html(PAGE)
+}
+
+fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/login", post(session_login::<User, ()>))
+        .route("/logout", post(logout::<User, ()>))
+        .route("/me", get(me))
+        .route("/ws/{room}", get(join_room))
+        .with_state(state)
+}
+
+/// `JWT_SECRET`, or a random secret (with a warning) when it is unset.
+fn jwt_secret() -> Result<Vec<u8>, Box<dyn Error>> {
+    match std::env::var("JWT_SECRET") {
+        Ok(secret) => Ok(secret.into_bytes()),
+        Err(std::env::VarError::NotPresent) => {
+            tracing::warn!(
+                "JWT_SECRET is not set: using a random secret, so tokens stop working \
+                 when this process exits (make one with \
+                 `cargo run --example hash_password -- --secret`)"
+            );
+            let mut secret = vec![0; 32];
+            getrandom::fill(&mut secret)
+                .map_err(|err| format!("no randomness for a JWT secret: {err}"))?;
+            Ok(secret)
+        }
+        Err(std::env::VarError::NotUnicode(_)) => Err("JWT_SECRET is not valid UTF-8".into()),
+    }
+}
+
+fn env_or(name: &str, default: &str) -> Result<String, Box<dyn Error>> {
+    match std::env::var(name) {
+        Ok(value) => Ok(value),
+        Err(std::env::VarError::NotPresent) => Ok(default.to_owned()),
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!("{name} is not valid UTF-8").into()),
+    }
+}
+
+async fn users(passwords: &PasswordHasher) -> Result<MemoryUserStore<User>, Box<dyn Error>> {
+    let store = MemoryUserStore::new();
+    for (name, password, scopes) in [
+        ("full", "full-pass", "rooms:read rooms:write"),
+        ("reader", "reader-pass", "rooms:read"),
+        ("outsider", "outsider-pass", ""),
+    ] {
+        let hash = passwords.hash(password).await?;
+        store.insert(SimpleUser::new(name, hash).with_scopes(Scopes::parse(scopes)?));
+    }
+    Ok(store)
+}
+
+/// The session cookie: `__Host-session`, `Secure`, unless
+/// `INSECURE_DEV_COOKIE=1` asks for plain-HTTP development mode.
+fn session_cookie() -> Result<SessionCookie, Box<dyn Error>> {
+    match env_or("INSECURE_DEV_COOKIE", "")?.as_str() {
+        "" | "0" => Ok(SessionCookie::new("__Host-session")),
+        "1" => {
+            tracing::warn!(
+                "INSECURE_DEV_COOKIE=1: the session cookie `session` is sent without Secure \
+                 (plain-HTTP development only)"
+            );
+            Ok(SessionCookie::new("session").secure(false))
+        }
+        other => Err(format!("INSECURE_DEV_COOKIE must be 1 or unset, not {other:?}").into()),
+    }
+}
+
+/// `ALLOWED_ORIGIN`, the server's own origin, and `http://localhost:PORT`
+/// when listening on a loopback address.
+fn allowed_origins(addr: SocketAddr) -> Result<Vec<String>, Box<dyn Error>> {
+    let mut origins = vec![
+        env_or("ALLOWED_ORIGIN", "http://localhost:5173")?,
+        format!("http://{addr}"),
+    ];
+    if addr.ip().is_loopback() {
+        origins.push(format!("http://localhost:{}", addr.port()));
+    }
+    Ok(origins)
+}
+
+async fn run() -> Result<(), Box<dyn Error>> {
+    let secret = jwt_secret()?;
+    let key = Key::hs256(&secret)
+        .map_err(|err| format!("JWT_SECRET: {err} (it has {} bytes)", secret.len()))?;
+    let lifetime: u64 = env_or("TOKEN_LIFETIME_SECS", "1800")?
+        .parse()
+        .map_err(|_| "TOKEN_LIFETIME_SECS must be a number of seconds")?;
+    let codec = TokenCodec::builder(key)
+        .access_lifetime(Duration::from_secs(lifetime))
+        .build()?;
+    let credentials = Credentials::bearer()
+        .session_cookie(session_cookie()?)
+        .query("token")
+        .subprotocol(SUBPROTOCOL);
+
+    let bind = env_or("BIND_ADDR", "127.0.0.1:3000")?;
+    let listener = tokio::net::TcpListener::bind(&bind)
+        .await
+        .map_err(|err| format!("cannot listen on {bind}: {err}"))?;
+    let addr = listener.local_addr()?;
+
+    let passwords = PasswordHasher::new();
+    let auth = Authenticator::builder(users(&passwords).await?, codec)
+        .passwords(passwords)
+        .realm("websocket_rooms")
+        .credentials(credentials)
+        .allowed_origins(allowed_origins(addr)?)
+        .build()?;
+    let state = AppState {
+        auth,
+        rooms: Rooms::default(),
+        sockets: ConnectionLimit::new(MAX_SOCKETS_PER_USER)?,
+        messages: RateLimit::per_minute(MESSAGES_PER_MINUTE)?,
+    };
+    let messages = state.messages.clone();
+    tokio::spawn(async move {
+        // Forget users whose message allowance is full again.
+        let mut tick = tokio::time::interval(Duration::from_secs(300));
+        loop {
+            tick.tick().await;
+            messages.retain_recent();
+        }
+    });
+
+    print_usage(addr)?;
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
+/// The first line is what scripts and tests wait for; the rest is for people.
+fn print_usage(addr: SocketAddr) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening on http://{addr}")?;
+    writeln!(out, "open http://{addr}/ in a browser, or try:")?;
+    writeln!(
+        out,
+        r#"  TOKEN=$(curl -s -d 'username=full&password=full-pass' http://{addr}/login | sed -E 's/.*"access_token":"([^"]+)".*/\1/')"#
+    )?;
+    writeln!(
+        out,
+        r#"  curl -H "Authorization: Bearer $TOKEN" http://{addr}/me"#
+    )?;
+    writeln!(out, r#"  websocat "ws://{addr}/ws/lobby?token=$TOKEN""#)?;
+    writeln!(
+        out,
+        r#"  websocat -H "Authorization: Bearer $TOKEN" ws://{addr}/ws/lobby"#
+    )?;
+    writeln!(
+        out,
+        r#"  websocat --protocol "{SUBPROTOCOL}, $TOKEN" ws://{addr}/ws/lobby"#
+    )?;
+    writeln!(
+        out,
+        "  # reader / reader-pass may only read; outsider / outsider-pass gets 403"
+    )?;
+    out.flush()
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("websocket_rooms: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The browser page: logs in with the form (the session cookie is set by
+/// the response), then connects to a room with that cookie.
+const PAGE: &str = r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>websocket_rooms</title>
+<style>
+  body { font-family: system-ui, sans-serif; max-width: 40rem; margin: 2rem auto; }
+  fieldset { margin-bottom: 1rem; }
+  #log { list-style: none; padding: 0; border: 1px solid #ccc; min-height: 10rem; }
+  #log li { padding: .2rem .5rem; border-bottom: 1px solid #eee; }
+  .system { color: #777; font-style: italic; }
+</style>
+</head>
+<body>
+<h1>websocket_rooms</h1>
+<form id="login">
+  <fieldset>
+    <legend>Log in (full / full-pass, reader / reader-pass, outsider / outsider-pass)</legend>
+    <input name="username" placeholder="username" value="full" required>
+    <input name="password" type="password" placeholder="password" value="full-pass" required>
+    <button>Log in</button>
+    <button type="button" id="logout">Log out</button>
+    <span id="who"></span>
+  </fieldset>
+</form>
+<form id="join">
+  <fieldset>
+    <legend>Room</legend>
+    <input id="room" value="lobby" pattern="[A-Za-z0-9_-]{1,64}" required>
+    <button>Join</button>
+  </fieldset>
+</form>
+<form id="send">
+  <fieldset>
+    <legend>Message</legend>
+    <input id="text" size="40" autocomplete="off" required>
+    <button>Send</button>
+  </fieldset>
+</form>
+<ul id="log"></ul>
+<script>
+const log = (text, system) => {
+  const li = document.createElement("li");
+  li.textContent = text;
+  if (system) li.className = "system";
+  document.getElementById("log").prepend(li);
+};
+let socket = null;
+document.getElementById("login").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const response = await fetch("/login", { method: "POST", body: new URLSearchParams(new FormData(event.target)) });
+  const body = await response.json();
+  document.getElementById("who").textContent = response.ok ? "logged in" : body.error_description;
+});
+document.getElementById("logout").addEventListener("click", async () => {
+  await fetch("/logout", { method: "POST" });
+  document.getElementById("who").textContent = "logged out";
+  if (socket) socket.close();
+});
+document.getElementById("join").addEventListener("submit", (event) => {
+  event.preventDefault();
+  if (socket) socket.close();
+  const room = document.getElementById("room").value;
+  // The session cookie authenticates the upgrade; the server checks Origin.
+  socket = new WebSocket(`${location.origin.replace(/^http/, "ws")}/ws/${encodeURIComponent(room)}`);
+  socket.onopen = () => log(`joined ${room}`, true);
+  socket.onmessage = (event) => {
+    const message = JSON.parse(event.data);
+    log(message.error ? `refused: ${message.error_description}` : `${message.from}: ${message.text}`, !!message.error);
+  };
+  socket.onclose = (event) => {
+    const why = { 4001: "token expired: log in again and rejoin", 1008: "policy violation (rate or permission)" }[event.code];
+    log(`closed ${event.code}${why ? ": " + why : ""} (a refused join shows 1006: not logged in, no permission, or too many sockets)`, true);
+  };
+});
+document.getElementById("send").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = document.getElementById("text");
+  if (socket && socket.readyState === WebSocket.OPEN) socket.send(text.value);
+  text.value = "";
+});
+</script>
+</body>
+</html>
+"#;

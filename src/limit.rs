@@ -1,0 +1,368 @@
+//! Per-user limits keyed by the authenticated subject (`sub`): a request or
+//! message rate ([`RateLimit`], on [`governor`]'s GCRA) and a cap on
+//! concurrent connections ([`ConnectionLimit`], for WebSockets).
+//!
+//! Keys are the token's `sub`, never the token's bytes (ES256 signatures are
+//! malleable, and a user holding several tokens is still one user), so a
+//! user's limit is shared by all of their tokens, sockets and tabs.
+//!
+//! - On HTTP routes, [`Authenticator::limit_rate`](crate::Authenticator::limit_rate)
+//!   makes a tower layer ([`RateLimitLayer`]) to put inside an
+//!   [`AuthLayer`](crate::AuthLayer): it answers 429 `too_many_requests`
+//!   with `Retry-After` once a subject goes over the rate. Anonymous
+//!   requests (no [`Subject`] in the extensions) pass: this is a per-user
+//!   limit, not authentication; limit anonymous traffic by address with
+//!   another layer (e.g. `tower_governor`).
+//! - In a WebSocket handler, call [`ConnectionLimit::try_acquire`] before the
+//!   upgrade (its error renders as 429 through
+//!   [`Authenticator::error_response`](crate::Authenticator::error_response)),
+//!   move the [`ConnectionPermit`] into the socket task, and the slot is free
+//!   again when the task drops it; call [`RateLimit::check`] for each
+//!   message and close with [`ws::POLICY_VIOLATION`](crate::ws::POLICY_VIOLATION)
+//!   when it fails.
+//!
+//! Both are cheap to clone and share their state between clones.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_auth::limit::{ConnectionLimit, RateLimit};
+//!
+//! let messages = RateLimit::new(10, Duration::from_secs(60)).unwrap(); // 10 a minute
+//! let sockets = ConnectionLimit::new(5).unwrap();
+//! let permit = sockets.try_acquire("alice").unwrap();
+//! assert!(messages.check("alice").is_ok());
+//! assert_eq!(sockets.open("alice"), 1);
+//! drop(permit);
+//! assert_eq!(sockets.open("alice"), 0);
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use http::{Request, Response};
+use http_body_util::{Either, Full};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::error::{AuthError, ConfigError, ErrorRenderer};
+use crate::layer::EitherFuture;
+
+/// The authenticated subject (`sub`) of a request, put into the request's
+/// extensions by [`AuthLayer`](crate::AuthLayer) next to
+/// [`Authenticated`](crate::Authenticated), so limits need not know the user
+/// type.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Subject(pub String);
+
+/// Which limit was exceeded; the error is
+/// [`AuthError::LimitExceeded`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LimitExceeded {
+    /// A [`RateLimit`]: try again after `retry_after` (sent as
+    /// `Retry-After`, in whole seconds rounded up).
+    Rate {
+        /// How long until the subject's next request would conform.
+        retry_after: Duration,
+    },
+    /// A [`ConnectionLimit`]: close a connection first.
+    Connections,
+}
+
+impl LimitExceeded {
+    /// A stable, machine-readable code for logs and metrics.
+    pub fn reason_code(self) -> &'static str {
+        match self {
+            Self::Rate { .. } => "rate",
+            Self::Connections => "connections",
+        }
+    }
+
+    /// How long to wait, when waiting helps.
+    pub fn retry_after(self) -> Option<Duration> {
+        match self {
+            Self::Rate { retry_after } => Some(retry_after),
+            Self::Connections => None,
+        }
+    }
+
+    pub(crate) fn description(self) -> &'static str {
+        match self {
+            Self::Rate { .. } => "too many requests; slow down",
+            Self::Connections => "too many open connections for this user",
+        }
+    }
+}
+
+/// At most `max` events per `period` per subject, with bursts of up to `max`
+/// (GCRA: one event's worth of allowance comes back every `period / max`).
+/// "10 a minute" lets 10 messages through at once, then one every 6 s.
+#[derive(Clone)]
+pub struct RateLimit {
+    limiter: Arc<DefaultKeyedRateLimiter<String>>,
+    max: u32,
+    period: Duration,
+}
+
+impl fmt::Debug for RateLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("max", &self.max)
+            .field("period", &self.period)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RateLimit {
+    /// `max` events per `period` per subject. A zero `max` or a period
+    /// shorter than `max` nanoseconds is refused.
+    pub fn new(max: u32, period: Duration) -> Result<Self, ConfigError> {
+        let burst = NonZeroU32::new(max).ok_or(ConfigError::Limit(
+            "a rate limit must allow at least one event",
+        ))?;
+        let quota = Quota::with_period(period / max)
+            .ok_or(ConfigError::Limit("a rate limit's period is too short"))?
+            .allow_burst(burst);
+        Ok(RateLimit {
+            limiter: Arc::new(DefaultKeyedRateLimiter::keyed(quota)),
+            max,
+            period,
+        })
+    }
+
+    /// `max` events per minute per subject.
+    pub fn per_minute(max: u32) -> Result<Self, ConfigError> {
+        Self::new(max, Duration::from_secs(60))
+    }
+
+    /// Counts one event for `subject`; [`AuthError::LimitExceeded`] (with
+    /// the wait) when it is over the rate. A refused event is not counted.
+    pub fn check(&self, subject: &str) -> Result<(), AuthError> {
+        match self.limiter.check_key(&subject.to_owned()) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                let retry_after = not_until.wait_time_from(DefaultClock::default().now());
+                tracing::debug!(sub = subject, outcome = "rate_limited", "limit exceeded");
+                Err(AuthError::LimitExceeded(LimitExceeded::Rate {
+                    retry_after,
+                }))
+            }
+        }
+    }
+
+    /// Forgets subjects whose allowance is full again. The state grows with
+    /// the number of distinct subjects seen; call this now and then (say,
+    /// every few minutes from a background task) on long-running servers.
+    pub fn retain_recent(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+
+    /// The number of subjects currently tracked.
+    pub fn tracked_subjects(&self) -> usize {
+        self.limiter.len()
+    }
+}
+
+/// A cap on concurrent connections (sockets, streams) per subject.
+///
+/// Not a rate, so not governor's job: a count per subject behind a mutex,
+/// held only for an increment or a decrement, and a [`ConnectionPermit`]
+/// that gives the slot back when dropped (also when the socket task panics
+/// or is cancelled). Subjects with no open connection take no memory.
+#[derive(Clone, Debug)]
+pub struct ConnectionLimit {
+    max: usize,
+    open: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl ConnectionLimit {
+    /// At most `max_per_subject` connections per subject at once (at least 1).
+    pub fn new(max_per_subject: usize) -> Result<Self, ConfigError> {
+        if max_per_subject == 0 {
+            return Err(ConfigError::Limit(
+                "a connection limit must allow at least one connection",
+            ));
+        }
+        Ok(ConnectionLimit {
+            max: max_per_subject,
+            open: Arc::default(),
+        })
+    }
+
+    /// Takes a slot for `subject`, or [`AuthError::LimitExceeded`] (429)
+    /// when all of theirs are taken. Hold the permit for as long as the
+    /// connection is open.
+    pub fn try_acquire(&self, subject: &str) -> Result<ConnectionPermit, AuthError> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(subject.to_owned()).or_insert(0);
+        if *count >= self.max {
+            tracing::debug!(
+                sub = subject,
+                outcome = "connection_limit",
+                "limit exceeded"
+            );
+            return Err(AuthError::LimitExceeded(LimitExceeded::Connections));
+        }
+        *count += 1;
+        Ok(ConnectionPermit {
+            subject: subject.to_owned(),
+            open: Arc::clone(&self.open),
+        })
+    }
+
+    /// How many connections `subject` has open.
+    pub fn open(&self, subject: &str) -> usize {
+        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        open.get(subject).copied().unwrap_or(0)
+    }
+}
+
+/// One open connection's slot in a [`ConnectionLimit`]; released on drop.
+#[derive(Debug)]
+#[must_use = "the slot is released as soon as the permit is dropped"]
+pub struct ConnectionPermit {
+    subject: String,
+    open: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl ConnectionPermit {
+    /// The subject holding the slot.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.subject) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.subject);
+            }
+        }
+    }
+}
+
+/// A tower layer limiting each subject's request rate; see the
+/// [module docs](self). Build it with
+/// [`Authenticator::limit_rate`](crate::Authenticator::limit_rate) and put it
+/// inside an [`AuthLayer`](crate::AuthLayer).
+///
+/// ```
+/// # use tower_auth::{AuthLayer, Authenticator, SimpleUser};
+/// # use tower_auth::limit::RateLimit;
+/// # fn app(auth: Authenticator<SimpleUser>, router: axum::Router) -> axum::Router {
+/// router
+///     .layer(auth.limit_rate(RateLimit::per_minute(600).expect("a valid rate")))
+///     .layer(AuthLayer::required(auth))
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RateLimitLayer {
+    limit: RateLimit,
+    renderer: ErrorRenderer,
+}
+
+impl RateLimitLayer {
+    pub(crate) fn new(limit: RateLimit, renderer: ErrorRenderer) -> Self {
+        RateLimitLayer { limit, renderer }
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimitService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimitService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service made by [`RateLimitLayer`].
+#[derive(Clone)]
+pub struct RateLimitService<S> {
+    inner: S,
+    layer: RateLimitLayer,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimitService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<Either<ResBody, Full<Bytes>>>;
+    type Error = S::Error;
+    type Future = EitherFuture<S::Future, ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let verdict = match req.extensions().get::<Subject>() {
+            Some(Subject(subject)) => self.layer.limit.check(subject),
+            None => Ok(()),
+        };
+        match verdict {
+            Ok(()) => EitherFuture::inner(self.inner.call(req)),
+            Err(err) => EitherFuture::rejected(self.layer.renderer.render(&err)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_are_per_subject_and_refusals_are_not_counted() {
+        let limit = RateLimit::new(3, Duration::from_secs(3600)).unwrap();
+        for _ in 0..3 {
+            limit.check("a").unwrap();
+        }
+        for _ in 0..5 {
+            match limit.check("a") {
+                Err(AuthError::LimitExceeded(LimitExceeded::Rate { retry_after })) => {
+                    assert!(retry_after > Duration::ZERO);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        limit.check("b").unwrap();
+        assert_eq!(limit.tracked_subjects(), 2);
+    }
+
+    #[test]
+    fn impossible_limits_are_refused() {
+        assert!(RateLimit::new(0, Duration::from_secs(1)).is_err());
+        assert!(RateLimit::new(10, Duration::ZERO).is_err());
+        assert!(ConnectionLimit::new(0).is_err());
+    }
+
+    #[test]
+    fn connection_slots_come_back_on_drop() {
+        let limit = ConnectionLimit::new(2).unwrap();
+        let a = limit.try_acquire("u").unwrap();
+        let b = limit.try_acquire("u").unwrap();
+        assert!(matches!(
+            limit.try_acquire("u"),
+            Err(AuthError::LimitExceeded(LimitExceeded::Connections))
+        ));
+        let other = limit.try_acquire("v").unwrap();
+        drop(a);
+        let c = limit.try_acquire("u").unwrap();
+        drop((b, c, other));
+        assert_eq!(limit.open("u"), 0);
+        assert!(limit.open.lock().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,236 @@
+//! The verified-token cache: the claims of tokens whose signature has been
+//! verified, so a client that sends the same token on every request pays
+//! for the signature once.
+//!
+//! What it is, and why each choice:
+//!
+//! - **Keyed by the exact token bytes.** A token that differs in one byte is
+//!   a different entry and is verified in full. (ES256 signatures are
+//!   malleable: a re-encoded signature of a cached token is another entry,
+//!   verified on its own; nothing here *identifies* a token by its bytes,
+//!   see the crate's decision 8.)
+//! - **Tied to one key set.** The cache remembers the
+//!   [`TokenCodec`]'s key-set identity, given to every codec when it is built
+//!   (clones share it). Asked on behalf of a codec with another key set, it
+//!   is never consulted nor filled: a codec built without a key never
+//!   accepts, from here, a token that key verified.
+//! - **Only verified tokens go in.** A refused token is never cached, so
+//!   nobody without a valid token can fill it.
+//! - **Every hit re-runs the codec's claim checks** (`exp`, `nbf`, `iss`,
+//!   `aud`: the same function a miss runs) against the clock.
+//! - **An entry never outlives its token's `exp`**: moka's per-entry expiry
+//!   ([`moka::Expiry`]) drops it at `exp`, to the sub-second.
+//! - **Bounded** by an entry count (moka's TinyLFU admission and LRU
+//!   eviction). The memory it can hold is about the capacity times (the
+//!   token length cap + the size of the claims).
+//! - The claims sit behind an `Arc`: a hit clones a pointer, never the
+//!   claims.
+//!
+//! The user is *not* cached: [`Authenticator`](crate::Authenticator) loads
+//! it and checks `is_active` and the token version on every request, so a
+//! disabled user or a raised token version takes effect at once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use moka::Expiry;
+use moka::sync::Cache;
+use serde::de::DeserializeOwned;
+
+use super::{Claims, TokenCodec, unix_now};
+use crate::error::TokenRejection;
+
+/// Verified claims by token, for the tokens of one key set.
+pub(crate) struct VerifiedTokens<X> {
+    key_set: u64,
+    entries: Cache<Box<str>, Arc<Claims<X>>>,
+}
+
+/// Per-entry expiry: at the token's `exp`.
+struct UntilExp;
+
+impl UntilExp {
+    /// How long an entry for a token expiring at `exp` may live when it is
+    /// created at `now` (since the Unix epoch): until `exp`, never after.
+    fn lifetime(exp: u64, now: Duration) -> Duration {
+        Duration::from_secs(exp).saturating_sub(now)
+    }
+}
+
+impl<X> Expiry<Box<str>, Arc<Claims<X>>> for UntilExp {
+    fn expire_after_create(
+        &self,
+        _token: &Box<str>,
+        claims: &Arc<Claims<X>>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        Some(UntilExp::lifetime(claims.exp, now))
+    }
+}
+
+impl<X: DeserializeOwned + Send + Sync + 'static> VerifiedTokens<X> {
+    /// A cache of at most `capacity` tokens verified by `codec`'s key set.
+    pub(crate) fn new(codec: &TokenCodec, capacity: u64) -> Self {
+        VerifiedTokens {
+            key_set: codec.key_set_id(),
+            entries: Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(UntilExp)
+                .build(),
+        }
+    }
+
+    /// [`TokenCodec::verify`] with the cache in front.
+    pub(crate) fn verify(
+        &self,
+        codec: &TokenCodec,
+        token: &str,
+    ) -> Result<Arc<Claims<X>>, TokenRejection> {
+        self.verify_at(codec, token, unix_now())
+    }
+
+    fn verify_at(
+        &self,
+        codec: &TokenCodec,
+        token: &str,
+        now: u64,
+    ) -> Result<Arc<Claims<X>>, TokenRejection> {
+        if codec.key_set_id() != self.key_set {
+            return codec.verify_at(token, now).map(Arc::new);
+        }
+        if let Some(claims) = self.entries.get(token) {
+            return match codec.check_claims(&claims, now) {
+                Ok(()) => Ok(claims),
+                Err(rejection) => {
+                    self.entries.invalidate(token);
+                    Err(rejection)
+                }
+            };
+        }
+        let claims = Arc::new(codec.verify_at::<X>(token, now)?);
+        self.entries.insert(token.into(), Arc::clone(&claims));
+        Ok(claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scope::Scopes;
+    use crate::token::Key;
+
+    fn codec(secret: &[u8]) -> TokenCodec {
+        TokenCodec::builder(Key::hs256(secret).unwrap())
+            .build()
+            .unwrap()
+    }
+
+    fn token(codec: &TokenCodec) -> String {
+        codec
+            .issue(&codec.new_claims("u1", Scopes::none(), 0, ()))
+            .unwrap()
+    }
+
+    fn cached(cache: &VerifiedTokens<()>, token: &str) -> bool {
+        cache.entries.contains_key(token)
+    }
+
+    #[test]
+    fn a_hit_returns_the_same_claims_without_copying() {
+        let codec = codec(&[1; 32]);
+        let cache = VerifiedTokens::<()>::new(&codec, 100);
+        let token = token(&codec);
+        let first = cache.verify(&codec, &token).unwrap();
+        assert!(cached(&cache, &token));
+        let second = cache.verify(&codec, &token).unwrap();
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(*first, codec.verify::<()>(&token).unwrap());
+    }
+
+    #[test]
+    fn refused_tokens_are_not_cached() {
+        let codec = codec(&[1; 32]);
+        let cache = VerifiedTokens::<()>::new(&codec, 100);
+        let mut forged = token(&codec);
+        forged.pop();
+        forged.push('A');
+        assert!(cache.verify(&codec, &forged).is_err());
+        assert!(!cached(&cache, &forged));
+        assert_eq!(cache.entries.entry_count(), 0);
+    }
+
+    #[test]
+    fn a_hit_rechecks_exp_and_nbf_against_the_clock() {
+        let codec = codec(&[1; 32]);
+        let cache = VerifiedTokens::<()>::new(&codec, 100);
+        let now = unix_now();
+        let mut claims = codec.new_claims("u1", Scopes::none(), 0, ());
+        claims.nbf = Some(now);
+        let token = codec.issue(&claims).unwrap();
+        cache.verify_at(&codec, &token, now).unwrap();
+        assert!(cached(&cache, &token));
+        // The same entry, asked about a time before `nbf`.
+        assert_eq!(
+            cache.verify_at(&codec, &token, now - 1).unwrap_err(),
+            TokenRejection::NotYetValid
+        );
+        cache.verify_at(&codec, &token, now).unwrap();
+        assert!(cached(&cache, &token));
+        // ... and at `exp`: refused, and dropped.
+        assert_eq!(
+            cache.verify_at(&codec, &token, claims.exp).unwrap_err(),
+            TokenRejection::Expired
+        );
+        assert!(!cached(&cache, &token));
+    }
+
+    #[test]
+    fn an_entry_never_outlives_its_exp() {
+        let now = Duration::from_millis(1_000_500);
+        assert_eq!(
+            UntilExp::lifetime(1_060, now),
+            Duration::from_millis(59_500)
+        );
+        assert_eq!(UntilExp::lifetime(1_000, now), Duration::ZERO);
+        assert_eq!(UntilExp::lifetime(0, now), Duration::ZERO);
+        assert_eq!(
+            UntilExp::lifetime(u64::MAX, now),
+            Duration::from_secs(u64::MAX) - now
+        );
+    }
+
+    #[test]
+    fn another_key_set_never_sees_the_entries() {
+        let old = codec(&[1; 32]);
+        let cache = VerifiedTokens::<()>::new(&old, 100);
+        let token = token(&old);
+        cache.verify(&old, &token).unwrap();
+        assert!(cached(&cache, &token));
+
+        // The same secret, built again: another key set, as after a rotation
+        // that removed and re-added a key. It verifies for itself.
+        let rebuilt = codec(&[1; 32]);
+        assert!(cache.verify(&rebuilt, &token).is_ok());
+        let other = codec(&[2; 32]);
+        assert_eq!(
+            cache.verify(&other, &token).unwrap_err(),
+            TokenRejection::BadSignature
+        );
+        // A clone of the codec is the same key set.
+        assert!(cache.verify(&old.clone(), &token).is_ok());
+    }
+
+    #[test]
+    fn the_entry_count_is_bounded() {
+        let codec = codec(&[1; 32]);
+        let cache = VerifiedTokens::<()>::new(&codec, 4);
+        for _ in 0..50 {
+            cache.verify(&codec, &token(&codec)).unwrap();
+        }
+        cache.entries.run_pending_tasks();
+        assert!(cache.entries.entry_count() <= 4);
+    }
+}
