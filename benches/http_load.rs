@@ -38,6 +38,12 @@
 //!
 //! (run the two `wrk` lines alternately a few times; the ratio is
 //! `/status` req/s ÷ `/health` req/s).
+//!
+//! The client shares the machine: pin it to the other core
+//! (`taskset -c 1 cargo bench --bench http_load`), or its scheduling shows up
+//! as noise in req/s. The server's CPU time per request (read from
+//! `/proc/PID/stat`) is printed too: on a 2-core machine it is the steadier
+//! figure, as it does not depend on how fast the client keeps up.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -94,6 +100,29 @@ fn newest_source() -> Option<SystemTime> {
         }
     }
     newest
+}
+
+/// The server's CPU time so far (user + system), from `/proc/PID/stat`, in
+/// microseconds; `None` off Linux.
+fn server_cpu_micros(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may itself hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks * 1e6 / clock_ticks_per_second())
+}
+
+fn clock_ticks_per_second() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 /// The running example; killed when dropped.
@@ -213,17 +242,26 @@ async fn login(addr: &str) -> String {
         .to_owned()
 }
 
+/// What one round measured.
+struct Round {
+    requests_per_second: f64,
+    /// Server CPU time per request, in microseconds (Linux only).
+    server_cpu_micros: Option<f64>,
+}
+
 /// `total` requests to `path` over `senders` (one in flight on each);
-/// returns requests per second, and the senders for the next round.
+/// returns what it measured, and the senders for the next round.
 async fn round(
+    server_pid: u32,
     senders: Vec<Sender>,
     path: &'static str,
     token: Option<&str>,
     total: usize,
-) -> (f64, Vec<Sender>) {
+) -> (Round, Vec<Sender>) {
     let per_connection = total / senders.len();
     // The requests are built before the clock starts.
     let template = request(path, token, None);
+    let cpu_before = server_cpu_micros(server_pid);
     let start = Instant::now();
     let mut tasks = JoinSet::new();
     for mut sender in senders {
@@ -244,7 +282,15 @@ async fn round(
     }
     let senders = tasks.join_all().await;
     let elapsed = start.elapsed().as_secs_f64();
-    ((per_connection * senders.len()) as f64 / elapsed, senders)
+    let sent = (per_connection * senders.len()) as f64;
+    let cpu = server_cpu_micros(server_pid)
+        .zip(cpu_before)
+        .map(|(after, before)| (after - before) / sent);
+    let measured = Round {
+        requests_per_second: sent / elapsed,
+        server_cpu_micros: cpu,
+    };
+    (measured, senders)
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -261,7 +307,8 @@ fn main() {
     let rounds = setting("HTTP_LOAD_ROUNDS", 5).max(1);
     let concurrency = setting("HTTP_LOAD_CONCURRENCY", 16).max(1);
     let alg = std::env::var("HTTP_LOAD_ALG").unwrap_or_else(|_| "HS256".into());
-    let (_server, addr, pinned) = start_server(&alg);
+    let (server, addr, pinned) = start_server(&alg);
+    let pid = server.0.id();
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -279,29 +326,35 @@ fn main() {
             if pinned { " pinned to CPU 0" } else { "" }
         );
         // Warm-up, not counted.
-        (_, senders) = round(senders, "/health", None, requests / 4).await;
-        (_, senders) = round(senders, "/status", Some(&token), requests / 4).await;
+        (_, senders) = round(pid, senders, "/health", None, requests / 4).await;
+        (_, senders) = round(pid, senders, "/status", Some(&token), requests / 4).await;
 
-        let (mut health, mut status, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut ratios, mut cpu_ratios) = (Vec::new(), Vec::new());
         for i in 1..=rounds {
-            let h;
-            let s;
-            (h, senders) = round(senders, "/health", None, requests).await;
-            (s, senders) = round(senders, "/status", Some(&token), requests).await;
-            println!(
-                "  round {i}: GET /health {h:>8.0} req/s   GET /status {s:>8.0} req/s   ratio x{:.2}",
-                s / h
+            let (health, status);
+            (health, senders) = round(pid, senders, "/health", None, requests).await;
+            (status, senders) = round(pid, senders, "/status", Some(&token), requests).await;
+            let ratio = status.requests_per_second / health.requests_per_second;
+            print!(
+                "  round {i}: GET /health {:>8.0} req/s   GET /status {:>8.0} req/s   ratio x{ratio:.2}",
+                health.requests_per_second, status.requests_per_second
             );
-            health.push(h);
-            status.push(s);
-            ratios.push(s / h);
+            if let (Some(h), Some(s)) = (health.server_cpu_micros, status.server_cpu_micros) {
+                print!("   server CPU/request {h:.1} µs vs {s:.1} µs (x{:.2})", h / s);
+                cpu_ratios.push(h / s);
+            }
+            println!();
+            ratios.push(ratio);
         }
         println!(
-            "  median:  GET /health {:>8.0} req/s   GET /status {:>8.0} req/s   \
-             throughput /status vs /health x{:.2} (median of the rounds' ratios)",
-            median(&mut health),
-            median(&mut status),
+            "  median throughput ratio /status vs /health: x{:.2}",
             median(&mut ratios)
         );
+        if !cpu_ratios.is_empty() {
+            println!(
+                "  median server-CPU ratio (CPU per /health request / CPU per /status request): x{:.2}",
+                median(&mut cpu_ratios)
+            );
+        }
     });
 }
