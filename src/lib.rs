@@ -15,9 +15,21 @@
 //! ```
 //!
 //! [`AuthLayer`] runs it in front of any tower service; the
-//! [`tower_auth::axum`](crate::axum) extractors run it for handlers; a server without
+//! `tower_auth::axum` extractors run it for handlers; a server without
 //! tower calls [`Authenticator::authenticate`] and
 //! [`Authenticator::error_response`] itself.
+//!
+//! # Modules
+//!
+//! One concept each: [`credentials`] (where a token is found),
+//! [`token`] (keys, verification, issuing), [`user`] (your users),
+//! [`password`] (argon2id off the async workers), [`login`] (the OAuth2
+//! password grant, cookie sessions), [`refresh`] (sliding expiry),
+//! [`scope`] (scopes and route requirements), [`origin`] (the Origin guard
+//! for cookies and WebSocket upgrades), [`limit`] (per-user rates and
+//! connection caps), [`ws`] (close codes, token expiry in a socket loop),
+//! [`layer`] (the tower layer), [`error`] (the one renderer of errors), and
+//! `axum` (extractors and handlers, feature `axum`).
 //!
 //! # Quick start (axum)
 //!
@@ -55,7 +67,7 @@
 //!
 //! | feature | default | what it adds |
 //! | --- | --- | --- |
-//! | `axum` | yes | the [`tower_auth::axum`](crate::axum) extractors and token handler |
+//! | `axum` | yes | the `tower_auth::axum` extractors and token handler |
 //! | `aws_lc_rs` | yes | jsonwebtoken's aws-lc-rs crypto backend |
 //! | `rust_crypto` | no | jsonwebtoken's pure-Rust backend (used when `aws_lc_rs` is off) |
 
