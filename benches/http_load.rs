@@ -22,6 +22,10 @@
 //!   (default 16)
 //! - `HTTP_LOAD_ALG`: `HS256` (default), `RS256`, `ES256` or `EdDSA`; the
 //!   asymmetric ones sign with the keys in `tests/keys`.
+//! - `HTTP_LOAD_FLOODERS`: connections that log in without pause during the
+//!   last phase (default 4), which compares the median latency of
+//!   `GET /status` alone and during that login flood: argon2 runs off the
+//!   async worker, so authenticated requests should barely notice.
 //!
 //! Under `cargo test` (no `--bench` argument) it does nothing.
 //!
@@ -293,6 +297,61 @@ async fn round(
     (measured, senders)
 }
 
+/// The median latency of `count` authenticated requests sent one after the
+/// other on one connection, in microseconds.
+async fn median_latency(addr: &str, token: &str, count: usize) -> f64 {
+    let mut sender = connect(addr).await;
+    let mut latencies = Vec::with_capacity(count);
+    for _ in 0..count {
+        let request = request("/status", Some(token), None);
+        let start = Instant::now();
+        sender.ready().await.expect("connection open");
+        let response = sender.send_request(request).await.expect("response");
+        assert_eq!(response.status(), 200, "GET /status");
+        response.into_body().collect().await.expect("body");
+        latencies.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    median(&mut latencies)
+}
+
+/// `/status` latency alone, then while `flooders` connections log in
+/// without pause (argon2 on every login): the road must stay responsive.
+async fn login_flood(addr: &str, token: &str, flooders: usize) {
+    const SAMPLES: usize = 2_000;
+    let quiet = median_latency(addr, token, SAMPLES).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut flood = JoinSet::new();
+    for _ in 0..flooders {
+        let (addr, stop) = (addr.to_owned(), stop.clone());
+        flood.spawn(async move {
+            let mut sender = connect(&addr).await;
+            let mut logins = 0_u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let form = Some("username=johndoe&password=secret");
+                sender.ready().await.expect("connection open");
+                let response = sender
+                    .send_request(request("/token", None, form))
+                    .await
+                    .expect("login");
+                response.into_body().collect().await.expect("body");
+                logins += 1;
+            }
+            logins
+        });
+    }
+    let start = Instant::now();
+    let flooded = median_latency(addr, token, SAMPLES).await;
+    let elapsed = start.elapsed().as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let logins: u64 = flood.join_all().await.into_iter().sum();
+    println!(
+        "  login flood ({flooders} connections, {:.0} logins/s): median GET /status latency \
+         {quiet:.0} µs alone vs {flooded:.0} µs during the flood (x{:.2})",
+        logins as f64 / elapsed,
+        flooded / quiet
+    );
+}
+
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -356,5 +415,7 @@ fn main() {
                 median(&mut cpu_ratios)
             );
         }
+        drop(senders);
+        login_flood(&addr, &token, setting("HTTP_LOAD_FLOODERS", 4)).await;
     });
 }
