@@ -837,5 +837,63 @@ mod tests {
             let found = Credentials::bearer().extract(&p).unwrap().unwrap();
             prop_assert_eq!(found.token, token);
         }
+
+        #[test]
+        fn query_tokens_round_trip_among_other_parameters(
+            token in "[A-Za-z0-9._~+/-]{1,100}={0,2}",
+            before in proptest::collection::vec(("[a-z_]{1,8}", "\\PC{0,10}"), 0..3),
+            after in proptest::collection::vec(("[a-z_]{1,8}", "\\PC{0,10}"), 0..3),
+        ) {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in before.iter().filter(|(k, _)| k != "token") {
+                query.append_pair(k, v);
+            }
+            query.append_pair("token", &token);
+            for (k, v) in after.iter().filter(|(k, _)| k != "token") {
+                query.append_pair(k, v);
+            }
+            let uri = format!("/ws?{}", query.finish());
+            let p = parts(|b| b.uri(uri).header("upgrade", "websocket"));
+            let found = all_sources().extract(&p).unwrap().unwrap();
+            prop_assert_eq!(found.kind, CredentialKind::Query);
+            prop_assert_eq!(found.token, token);
+        }
+
+        #[test]
+        fn query_strings_never_panic(query in "[a-z_=&%0-9A-Fa-f+.~-]{0,80}") {
+            if let Ok(uri) = http::Uri::try_from(format!("/?{query}")) {
+                let p = parts(|b| b.uri(uri).header("upgrade", "websocket"));
+                let _ = all_sources().extract(&p);
+                let _ = all_sources().allow_query_everywhere().extract(&p);
+            }
+        }
+
+        #[test]
+        fn cookie_tokens_round_trip_among_other_cookies_and_split_lines(
+            token in "[A-Za-z0-9._~+/-]{1,100}={0,2}",
+            others in proptest::collection::vec(("[a-z]{1,8}", "[A-Za-z0-9]{0,10}"), 0..6),
+            position in 0usize..7,
+            lines in 1usize..4,
+        ) {
+            // Other cookies, ours at `position`, spread over `lines` Cookie
+            // header lines as HTTP/2 may send them (RFC 9113 §8.2.3).
+            let mut pairs: Vec<String> = others
+                .iter()
+                .filter(|(name, _)| name != "at")
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect();
+            pairs.insert(position.min(pairs.len()), format!("at={token}"));
+            let per_line = pairs.len().div_ceil(lines);
+            let header_lines: Vec<String> = pairs.chunks(per_line).map(|c| c.join("; ")).collect();
+            let p = parts(|mut b| {
+                for line in &header_lines {
+                    b = b.header("cookie", line.as_str());
+                }
+                b
+            });
+            let found = all_sources().extract(&p).unwrap().unwrap();
+            prop_assert_eq!(found.kind, CredentialKind::Cookie);
+            prop_assert_eq!(found.token, token);
+        }
     }
 }

@@ -73,6 +73,10 @@ impl fmt::Debug for PasswordGrant {
 impl PasswordGrant {
     /// Parses a token request from its `Content-Type` and body.
     ///
+    /// A body that is not UTF-8 once percent-decoded (`password=%FF`) is
+    /// `invalid_request`: decoding it lossily would let different bytes
+    /// (`%FF`, `%FE`) collide into the same U+FFFD username or password.
+    ///
     /// ```
     /// use tower_auth::login::PasswordGrant;
     ///
@@ -88,6 +92,17 @@ impl PasswordGrant {
         }
         if body.len() > MAX_FORM_LEN {
             return Err(GrantError::PayloadTooLarge);
+        }
+        // serde_urlencoded decodes lossily: `%FF` and `%FE` would both become
+        // U+FFFD, so two different usernames or passwords would collide.
+        // Refuse a body whose decoded bytes are not UTF-8 instead.
+        if percent_encoding::percent_decode(body)
+            .decode_utf8()
+            .is_err()
+        {
+            return Err(GrantError::InvalidRequest(
+                "the form is not UTF-8 once percent-decoded",
+            ));
         }
         let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
             .map_err(|_| GrantError::InvalidRequest("the body is not a valid form"))?;
@@ -388,6 +403,38 @@ mod tests {
             let grant = PasswordGrant::from_form(Some(&form()), body.as_bytes()).unwrap();
             prop_assert_eq!(grant.username, username);
             prop_assert_eq!(grant.password, password);
+        }
+
+        #[test]
+        fn full_grants_round_trip_in_any_field_order(
+            username in "\\PC{1,20}",
+            password in "\\PC{1,20}",
+            scopes in proptest::collection::vec("[a-z:.]{1,8}", 1..4),
+            rotate in 0usize..4,
+        ) {
+            let scope = scopes.join(" ");
+            let mut fields = vec![
+                ("grant_type", "password"),
+                ("username", username.as_str()),
+                ("password", password.as_str()),
+                ("scope", scope.as_str()),
+            ];
+            fields.rotate_left(rotate);
+            let body = serde_urlencoded::to_string(&fields).unwrap();
+            let grant = PasswordGrant::from_form(Some(&form()), body.as_bytes()).unwrap();
+            prop_assert_eq!(grant.username, username);
+            prop_assert_eq!(grant.password, password);
+            prop_assert_eq!(grant.scope, Some(Scopes::parse(&scope).unwrap()));
+        }
+
+        #[test]
+        fn arbitrary_content_types_never_panic(
+            content_type in proptest::collection::vec(any::<u8>(), 0..60),
+            body in "[a-z=&%+]{0,40}",
+        ) {
+            if let Ok(value) = HeaderValue::from_bytes(&content_type) {
+                let _ = PasswordGrant::from_form(Some(&value), body.as_bytes());
+            }
         }
     }
 }

@@ -383,5 +383,20 @@ mod tests {
             let _ = hasher.needs_rehash(&s);
             let _ = hasher.parse_within_ceiling(&s);
         }
+
+        #[test]
+        fn cheap_hashes_parse_and_reserialize_unchanged(
+            password in "\\PC{0,40}",
+            m_cost in 8u32..64,
+            t_cost in 1u32..3,
+        ) {
+            let hasher = PasswordHasher::builder().params(m_cost, t_cost, 1).build().unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let phc = runtime.block_on(hasher.hash(&password)).unwrap();
+            let parsed = hasher.parse_within_ceiling(&phc).unwrap();
+            prop_assert_eq!(parsed.to_string(), phc.clone());
+            prop_assert!(!hasher.needs_rehash(&phc));
+            prop_assert!(runtime.block_on(hasher.verify(&password, &phc)).unwrap());
+        }
     }
 }
