@@ -550,9 +550,18 @@ fn parse_bearer(value: &HeaderValue) -> Result<Option<&str>, AuthError> {
 /// RFC 7235 `token68`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
 fn is_token68(s: &str) -> bool {
     let body = s.trim_end_matches('=');
+    // Every request's token passes through here. Folding with `&` instead of
+    // stopping at the first bad byte lets the compiler check 16 or 32 bytes
+    // at a time; a bad token costs the same, its length is capped.
     !body.is_empty()
-        && body.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        && body.bytes().fold(true, |ok, b| {
+            ok & (b.is_ascii_alphanumeric()
+                | (b == b'-')
+                | (b == b'.')
+                | (b == b'_')
+                | (b == b'~')
+                | (b == b'+')
+                | (b == b'/'))
         })
 }
 
