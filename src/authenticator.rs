@@ -2,6 +2,8 @@
 //! user — to an [`Authenticated`] identity. The layer, the extractors, the
 //! token endpoint and a plain hyper service all call it.
 
+#[cfg(feature = "axum")]
+use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
@@ -490,6 +492,19 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
     #[cfg(feature = "axum")]
     pub(crate) fn renderer(&self) -> &ErrorRenderer {
         &self.inner.renderer
+    }
+
+    /// This authenticator without its types, for a request's extensions.
+    #[cfg(feature = "axum")]
+    pub(crate) fn erase(&self) -> Arc<dyn Any + Send + Sync> {
+        self.inner.clone()
+    }
+
+    /// The authenticator [`erase`](Self::erase) made, if it has these types.
+    #[cfg(feature = "axum")]
+    pub(crate) fn unerase(erased: &Arc<dyn Any + Send + Sync>) -> Option<Self> {
+        let inner = Arc::clone(erased).downcast::<Inner<U, X>>().ok()?;
+        Some(Authenticator { inner })
     }
 
     /// The Origin guard built from

@@ -34,7 +34,6 @@
 
 use std::marker::PhantomData;
 use std::ops::Deref;
-use std::sync::Arc;
 
 use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -42,7 +41,7 @@ use http::request::Parts;
 
 use crate::authenticator::{Authenticated, Authenticator};
 use crate::error::{AuthError, ErrorRenderer};
-use crate::layer::LayerRenderer;
+use crate::layer::LayerContext;
 use crate::scope::{Scopes, is_scope_token};
 use crate::token::{Claims, ExtraClaims};
 use crate::user::AuthUser;
@@ -81,8 +80,8 @@ where
 {
     parts
         .extensions
-        .get::<Authenticator<U, X>>()
-        .cloned()
+        .get::<LayerContext>()
+        .and_then(LayerContext::authenticator)
         .or_else(|| state.authenticator())
 }
 
@@ -223,18 +222,24 @@ where
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(claims) = parts.extensions.get::<Arc<Claims<X>>>() {
-            return Ok(Claims::clone(claims));
+        let Some(context) = parts.extensions.get::<LayerContext>() else {
+            return Err(misconfigured(
+                "the Claims extractor needs AuthLayer in front of the route",
+            ));
+        };
+        if let Some(claims) = context.claims::<X>() {
+            return Ok(claims.clone());
+        }
+        if context.subject().is_some() {
+            return Err(misconfigured(
+                "the Claims extractor's claim type is not the AuthLayer's",
+            ));
         }
         // The layer ran (optional mode) and found no credentials.
-        if let Some(LayerRenderer(renderer)) = parts.extensions.get::<LayerRenderer>() {
-            return Err(renderer
-                .render(&AuthError::MissingCredentials)
-                .into_response());
-        }
-        Err(misconfigured(
-            "the Claims extractor needs AuthLayer in front of the route",
-        ))
+        Err(context
+            .renderer()
+            .render(&AuthError::MissingCredentials)
+            .into_response())
     }
 }
 

@@ -9,18 +9,23 @@
 //!   with 401, so a client holding a broken token learns it instead of being
 //!   silently served as anonymous.
 //!
-//! On success the request's extensions receive [`Authenticated<U, X>`], the
-//! claims as `Arc<Claims<X>>`, [`GrantedScopes`] and the
-//! [`Subject`] (for per-user limits). The layer also puts
-//! the [`Authenticator`] itself there, so the axum extractors work without
-//! it in the router state.
+//! On success the request's extensions receive [`Authenticated<U, X>`]. The
+//! layer also leaves one private record on every request it lets through,
+//! for what runs after it without knowing the user type:
+//! [`RequireScopes`](crate::RequireScopes) reads the granted scopes from it,
+//! [`RateLimit`](crate::RateLimit) the subject, and the axum extractors the
+//! claims and the [`Authenticator`] itself (so they work without it in the
+//! router state). One record, not one extension per fact: every insert into
+//! a request's extensions allocates, and this runs on every request.
 //!
 //! `OPTIONS` requests pass through untouched: CORS preflights never carry
 //! credentials, and the CORS layer (outside this one) answers them.
 
+use std::any::Any;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -32,9 +37,8 @@ use tower_service::Service;
 use crate::authenticator::{Authenticated, Authenticator};
 #[cfg(feature = "axum")]
 use crate::error::ErrorRenderer;
-use crate::limit::Subject;
-use crate::scope::GrantedScopes;
-use crate::token::ExtraClaims;
+use crate::scope::Scopes;
+use crate::token::{Claims, ExtraClaims};
 use crate::user::AuthUser;
 
 /// Whether the layer refuses anonymous requests.
@@ -144,14 +148,12 @@ where
                         .as_ref()
                         .filter(|_| auth.sliding_expiry_policy().is_some())
                         .map(|identity| (identity.claims.clone(), identity.credential));
-                    if let Some(identity) = identity {
-                        insert_identity(&mut parts.extensions, identity);
-                    }
-                    #[cfg(feature = "axum")]
                     parts
                         .extensions
-                        .insert(LayerRenderer(auth.renderer().clone()));
-                    parts.extensions.insert(auth.clone());
+                        .insert(LayerContext::new(&auth, identity.as_ref()));
+                    if let Some(identity) = identity {
+                        parts.extensions.insert(identity);
+                    }
                     let mut response = inner.call(Request::from_parts(parts, body)).await?;
                     if let Some((claims, credential)) = &renewal_basis {
                         auth.apply_sliding_expiry(claims, *credential, &mut response);
@@ -164,20 +166,80 @@ where
     }
 }
 
-/// Marks a request the layer has seen, with the renderer for extractors
-/// that do not know the user type.
-#[cfg(feature = "axum")]
+/// What the layer leaves on every request it lets through (see the
+/// [module docs](self)); its presence also says the layer has run.
 #[derive(Clone)]
-pub(crate) struct LayerRenderer(pub(crate) ErrorRenderer);
+pub(crate) struct LayerContext {
+    /// The identity's claims; `None` for an anonymous request.
+    claims: Option<Arc<dyn IdentityClaims>>,
+    /// The layer's `Authenticator<U, X>`, without its types.
+    #[cfg(feature = "axum")]
+    authenticator: Arc<dyn Any + Send + Sync>,
+    #[cfg(feature = "axum")]
+    renderer: ErrorRenderer,
+}
 
-fn insert_identity<U: AuthUser, X: ExtraClaims>(
-    extensions: &mut http::Extensions,
-    identity: Authenticated<U, X>,
-) {
-    extensions.insert(GrantedScopes(identity.claims.scope.clone()));
-    extensions.insert(Subject(identity.claims.sub.clone()));
-    extensions.insert(identity.claims.clone());
-    extensions.insert(identity);
+/// What the services after the layer read from any `Claims<X>`.
+trait IdentityClaims: Any + Send + Sync {
+    fn subject(&self) -> &str;
+    fn scopes(&self) -> &Scopes;
+}
+
+impl<X: ExtraClaims> IdentityClaims for Claims<X> {
+    fn subject(&self) -> &str {
+        &self.sub
+    }
+
+    fn scopes(&self) -> &Scopes {
+        &self.scope
+    }
+}
+
+impl LayerContext {
+    fn new<U: AuthUser, X: ExtraClaims>(
+        auth: &Authenticator<U, X>,
+        identity: Option<&Authenticated<U, X>>,
+    ) -> Self {
+        // Only the axum extractors need the authenticator.
+        #[cfg(not(feature = "axum"))]
+        let _ = auth;
+        LayerContext {
+            claims: identity.map(|identity| -> Arc<dyn IdentityClaims> { identity.claims.clone() }),
+            #[cfg(feature = "axum")]
+            authenticator: auth.erase(),
+            #[cfg(feature = "axum")]
+            renderer: auth.renderer().clone(),
+        }
+    }
+
+    /// The authenticated subject (`sub`); `None` when anonymous.
+    pub(crate) fn subject(&self) -> Option<&str> {
+        self.claims.as_deref().map(IdentityClaims::subject)
+    }
+
+    /// The granted scopes; `None` when anonymous.
+    pub(crate) fn scopes(&self) -> Option<&Scopes> {
+        self.claims.as_deref().map(IdentityClaims::scopes)
+    }
+
+    /// The claims, if there is an identity and its claim type is `X`.
+    #[cfg(feature = "axum")]
+    pub(crate) fn claims<X: ExtraClaims>(&self) -> Option<&Claims<X>> {
+        let claims: &dyn Any = self.claims.as_deref()?;
+        claims.downcast_ref()
+    }
+
+    /// The layer's authenticator, if it has these types.
+    #[cfg(feature = "axum")]
+    pub(crate) fn authenticator<U: AuthUser, X: ExtraClaims>(&self) -> Option<Authenticator<U, X>> {
+        Authenticator::unerase(&self.authenticator)
+    }
+
+    /// The layer's error renderer.
+    #[cfg(feature = "axum")]
+    pub(crate) fn renderer(&self) -> &ErrorRenderer {
+        &self.renderer
+    }
 }
 
 pin_project_lite::pin_project! {

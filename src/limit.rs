@@ -10,7 +10,7 @@
 //!   makes a tower layer ([`RateLimitLayer`]) to put inside an
 //!   [`AuthLayer`](crate::AuthLayer): it answers 429 `too_many_requests`
 //!   with `Retry-After` once a subject goes over the rate. Anonymous
-//!   requests (no [`Subject`] in the extensions) pass: this is a per-user
+//!   requests (no subject) pass: this is a per-user
 //!   limit, not authentication; limit anonymous traffic by address with
 //!   another layer (e.g. `tower_governor`).
 //! - In a WebSocket handler, call [`ConnectionLimit::try_acquire`] before the
@@ -52,14 +52,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::error::{AuthError, ConfigError, ErrorRenderer};
-use crate::layer::EitherFuture;
-
-/// The authenticated subject (`sub`) of a request, put into the request's
-/// extensions by [`AuthLayer`](crate::AuthLayer) next to
-/// [`Authenticated`](crate::Authenticated), so limits need not know the user
-/// type.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Subject(pub String);
+use crate::layer::{EitherFuture, LayerContext};
 
 /// Which limit was exceeded; the error is
 /// [`AuthError::LimitExceeded`].
@@ -309,8 +302,12 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let verdict = match req.extensions().get::<Subject>() {
-            Some(Subject(subject)) => self.layer.limit.check(subject),
+        let subject = req
+            .extensions()
+            .get::<LayerContext>()
+            .and_then(LayerContext::subject);
+        let verdict = match subject {
+            Some(subject) => self.layer.limit.check(subject),
             None => Ok(()),
         };
         match verdict {

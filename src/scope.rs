@@ -24,6 +24,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::error::{AuthError, ErrorRenderer};
+use crate::layer::LayerContext;
 
 /// A set of OAuth2 scope tokens, ordered and without duplicates.
 ///
@@ -140,13 +141,6 @@ impl<'de> Deserialize<'de> for Scopes {
     }
 }
 
-/// The scopes granted to the request's identity, put into the request's
-/// extensions by [`AuthLayer`](crate::AuthLayer) next to
-/// [`Authenticated`](crate::Authenticated), so scope checks need not know the
-/// user type.
-#[derive(Clone, Debug)]
-pub struct GrantedScopes(pub Scopes);
-
 /// A tower layer that requires every listed scope; see the
 /// [module docs](self). Place it inside (after) an
 /// [`AuthLayer`](crate::AuthLayer).
@@ -224,7 +218,10 @@ where
         if req.method() == http::Method::OPTIONS {
             return crate::layer::EitherFuture::inner(self.inner.call(req));
         }
-        let granted = req.extensions().get::<GrantedScopes>().map(|g| &g.0);
+        let granted = req
+            .extensions()
+            .get::<LayerContext>()
+            .and_then(LayerContext::scopes);
         match self.requirement.check(granted) {
             Ok(()) => crate::layer::EitherFuture::inner(self.inner.call(req)),
             Err(err) => {

@@ -415,6 +415,30 @@ mod extractors {
     }
 
     #[tokio::test]
+    async fn claims_extractor_of_another_claim_type_than_the_layer_is_a_clear_500() {
+        /// Not the layer's claim type, `()`.
+        #[derive(Clone, serde::Serialize, serde::Deserialize)]
+        struct Tenant {
+            tenant: Option<String>,
+        }
+        async fn tenant_claims(claims: Claims<Tenant>) -> String {
+            claims.sub
+        }
+        let codec = hs256_codec();
+        let app = Router::new()
+            .route("/claims", get(tenant_claims))
+            .layer(AuthLayer::optional(auth(&codec)));
+        let base = serve(app).await;
+        let reply = get_bearer(&base, "/claims", &token_for(&codec, "johndoe", "")).await;
+        assert_eq!(reply.status, 500, "{reply:?}");
+        assert!(reply.description().contains("claim type"), "{reply:?}");
+        // Anonymous, there are no claims of any type: the usual 401.
+        get_anonymous(&base, "/claims")
+            .await
+            .assert_no_credentials();
+    }
+
+    #[tokio::test]
     async fn larger_state_still_reaches_its_other_parts() {
         let codec = hs256_codec();
         let app = Router::new()
