@@ -35,6 +35,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::authenticator::{Authenticated, Authenticator};
+use crate::error::AuthError;
 #[cfg(feature = "axum")]
 use crate::error::ErrorRenderer;
 use crate::scope::Scopes;
@@ -130,16 +131,19 @@ where
         // Call the service that was polled ready; keep a fresh clone.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        if request.method() == Method::OPTIONS {
+            let response = inner.call(request);
+            return Box::pin(async move { response.await.map(|res| res.map(Either::Left)) });
+        }
         let auth = self.auth.clone();
         let mode = self.mode;
+        // Split before the future is made, so that it holds the parts and
+        // not the whole request as well: it is allocated on every request.
+        let (mut parts, body) = request.into_parts();
         Box::pin(async move {
-            if request.method() == Method::OPTIONS {
-                return inner.call(request).await.map(|res| res.map(Either::Left));
-            }
-            let (mut parts, body) = request.into_parts();
-            let identity = match mode {
-                Mode::Required => auth.authenticate(&parts).await.map(Some),
-                Mode::Optional => auth.authenticate_optional(&parts).await,
+            let identity = match auth.authenticate_optional(&parts).await {
+                Ok(None) if mode == Mode::Required => Err(AuthError::MissingCredentials),
+                identity => identity,
             };
             match identity {
                 Ok(identity) => {
