@@ -22,11 +22,16 @@
 //!   free port).
 //! - `ALLOWED_ORIGIN`: the browser origin CORS lets in (default
 //!   `http://localhost:5173`, a Vite dev server).
+//! - `TOKEN_LIFETIME_SECS`: the access-token lifetime in seconds (default
+//!   1800), from 2 to 28800 (the absolute lifetime); anything else stops the
+//!   server at startup. Short lifetimes are for trying renewal out (the
+//!   browser tests use a few seconds).
 //! - `RUST_LOG`: log filter (default `info`).
 //!
-//! Sliding expiry: access tokens live 30 minutes; a request in a token's last
-//! 15 minutes gets a renewed one in the `x-refreshed-token` response header
-//! (exposed to page scripts through CORS), for at most 8 hours after login.
+//! Sliding expiry: access tokens live 30 minutes; a request in a token's
+//! second half (its last 15 minutes) gets a renewed one in the
+//! `x-refreshed-token` response header (exposed to page scripts through
+//! CORS), for at most 8 hours after login.
 //!
 //! Users: `johndoe` / `secret` (scopes `me items`) and `alice` / `secretalice`
 //! (disabled: her logins are refused).
@@ -245,21 +250,47 @@ fn read_pem(alg: &str, var: &str) -> Result<Vec<u8>, String> {
     std::fs::read(&path).map_err(|err| format!("{var}={}: {err}", path.display()))
 }
 
+/// Nobody stays signed in longer than this after logging in.
+const ABSOLUTE_LIFETIME: Duration = Duration::from_secs(8 * 3600);
+
+/// `TOKEN_LIFETIME_SECS`: 2 seconds (a token with a second half to renew
+/// in) up to [`ABSOLUTE_LIFETIME`]; 30 minutes when unset.
+fn token_lifetime() -> Result<Duration, Box<dyn Error>> {
+    let value = match std::env::var("TOKEN_LIFETIME_SECS") {
+        Ok(value) => value,
+        Err(std::env::VarError::NotPresent) => return Ok(Duration::from_secs(30 * 60)),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            return Err("TOKEN_LIFETIME_SECS is not valid UTF-8".into());
+        }
+    };
+    match value.parse::<u64>() {
+        Ok(secs) if (2..=ABSOLUTE_LIFETIME.as_secs()).contains(&secs) => {
+            Ok(Duration::from_secs(secs))
+        }
+        _ => Err(format!(
+            "TOKEN_LIFETIME_SECS must be a whole number of seconds from 2 to {} \
+             (the absolute lifetime), not {value:?}",
+            ABSOLUTE_LIFETIME.as_secs()
+        )
+        .into()),
+    }
+}
+
 async fn run() -> Result<(), Box<dyn Error>> {
+    let lifetime = token_lifetime()?;
     let key = signing_key()?;
     // A private key that does not match its public key is refused here.
     let codec = TokenCodec::builder(key)
-        .access_lifetime(Duration::from_secs(30 * 60))
+        .access_lifetime(lifetime)
         .build()
         .map_err(|err| format!("the JWT signing key: {err}"))?;
     let passwords = PasswordHasher::new();
     let auth = Authenticator::builder(users(&passwords).await?, codec)
         .passwords(passwords)
         .realm("password_flow")
-        .sliding_expiry(
-            SlidingExpiry::new(Duration::from_secs(8 * 3600))
-                .renew_within(Duration::from_secs(15 * 60)),
-        )
+        // Renewal past half-life, the default: for 30-minute tokens, in
+        // their last 15 minutes.
+        .sliding_expiry(SlidingExpiry::new(ABSOLUTE_LIFETIME))
         .build()?;
     let cors = cors(&auth)?;
 

@@ -426,3 +426,53 @@ fn a_missing_or_bad_key_is_refused_at_startup() {
     let stderr = refused_at_startup(&[("JWT_ALG", "none")]);
     assert!(stderr.contains("JWT_ALG"), "{stderr}");
 }
+
+#[test]
+fn a_bad_token_lifetime_is_refused_at_startup() {
+    for lifetime in ["", "0", "1", "-5", "1.5", "30m", "28801"] {
+        let stderr =
+            refused_at_startup(&[("JWT_SECRET", SECRET), ("TOKEN_LIFETIME_SECS", lifetime)]);
+        assert!(
+            stderr.contains("TOKEN_LIFETIME_SECS"),
+            "{lifetime:?}: {stderr}"
+        );
+        assert!(stderr.contains("from 2 to 28800"), "{lifetime:?}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn a_short_token_lifetime_renews_past_half_life() {
+    let server = Server::start(
+        "password_flow",
+        Some(SECRET),
+        &[("TOKEN_LIFETIME_SECS", "8")],
+    );
+    let response = login(&server, "username=johndoe&password=secret").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["expires_in"], 8);
+    let token = body["access_token"].as_str().unwrap();
+    let codec = common::codec_builder(tower_auth::Key::hs256(SECRET.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let claims = codec.verify::<()>(token).unwrap();
+    assert_eq!(claims.exp, claims.iat.unwrap() + 8);
+
+    // A token issued 5 of its 8 seconds ago (3 left) is past half-life.
+    let mut aged = claims.clone();
+    aged.iat = Some(common::now() - 5);
+    aged.auth_time = aged.iat;
+    aged.exp = aged.iat.unwrap() + 8;
+    let response = get(&server, "/status", Some(&codec.issue(&aged).unwrap())).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let renewed = response.headers()["x-refreshed-token"].to_str().unwrap();
+    let renewed = codec.verify::<()>(renewed).unwrap();
+    assert_eq!(renewed.exp, renewed.iat.unwrap() + 8);
+
+    // One issued 2 seconds ago (6 left) is not.
+    aged.iat = Some(common::now() - 2);
+    aged.exp = aged.iat.unwrap() + 8;
+    let response = get(&server, "/status", Some(&codec.issue(&aged).unwrap())).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers().get("x-refreshed-token").is_none());
+}
