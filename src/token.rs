@@ -43,8 +43,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::crypto::CryptoProvider;
-use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey, Header};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -371,7 +370,6 @@ impl TokenCodecBuilder {
         let codec = TokenCodec {
             inner: Arc::new(CodecInner {
                 key_set: next_key_set_id(),
-                validations: keys.iter().map(|k| validation_for(k.algorithm)).collect(),
                 keys,
                 issuer: self.issuer,
                 audience: self.audience.map(|aud| vec![aud]),
@@ -397,18 +395,6 @@ fn install_crypto_provider(chosen: Option<&'static CryptoProvider>) {
     }
 }
 
-/// jsonwebtoken checks the signature and the pinned algorithm only; this
-/// module checks every claim itself, with strict types.
-fn validation_for(algorithm: Algorithm) -> Validation {
-    let mut validation = Validation::new(algorithm);
-    validation.required_spec_claims.clear();
-    validation.validate_exp = false;
-    validation.validate_nbf = false;
-    validation.validate_aud = false;
-    validation.leeway = 0;
-    validation
-}
-
 /// A process-unique identity for the key set of each codec built: what the
 /// verified-token cache is tied to. Clones of a codec share it; a codec
 /// built again, even from the same keys, gets a new one.
@@ -420,7 +406,6 @@ fn next_key_set_id() -> u64 {
 struct CodecInner {
     key_set: u64,
     keys: Vec<Key>,
-    validations: Vec<Validation>,
     issuer: Option<String>,
     audience: Option<Vec<String>>,
     leeway: u64,
@@ -564,14 +549,25 @@ impl TokenCodec {
         if header.alg != key.algorithm {
             return Err(TokenRejection::AlgorithmMismatch);
         }
-        let raw: RawClaims<X> =
-            jsonwebtoken::decode(token, &key.decoding, &self.inner.validations[index])
-                .map_err(|err| match err.kind() {
-                    ErrorKind::InvalidSignature => TokenRejection::BadSignature,
-                    ErrorKind::InvalidAlgorithm => TokenRejection::AlgorithmMismatch,
-                    _ => TokenRejection::Malformed,
-                })?
-                .claims;
+        // jsonwebtoken checks the signature, with the algorithm pinned just
+        // above; this module checks every claim itself, with strict types.
+        // (`jsonwebtoken::decode` would parse the header twice more and the
+        // claims twice, once for checks this module does not ask of it.)
+        let (signed, signature) = token.rsplit_once('.').ok_or(TokenRejection::Malformed)?;
+        match jsonwebtoken::crypto::verify(
+            signature,
+            signed.as_bytes(),
+            &key.decoding,
+            key.algorithm,
+        ) {
+            Ok(true) => {}
+            Ok(false) => return Err(TokenRejection::BadSignature),
+            Err(_) => return Err(TokenRejection::Malformed),
+        }
+        // "Dangerous" means unverified: the signature over exactly these
+        // bytes has just been verified.
+        let raw: RawClaims<X> = jsonwebtoken::dangerous::insecure_decode_claims(token)
+            .map_err(|_| TokenRejection::Malformed)?;
         let claims = raw.into_claims()?;
         self.check_claims(&claims, now)?;
         Ok(claims)
@@ -651,6 +647,43 @@ mod tests {
         let claims = codec.new_claims("u1", Scopes::parse("a b").unwrap(), 3, ());
         let token = codec.issue(&claims).unwrap();
         assert_eq!(codec.verify::<()>(&token).unwrap(), claims);
+    }
+
+    #[test]
+    fn the_signature_covers_header_and_payload_exactly() {
+        let codec = codec();
+        let token = codec
+            .issue(&codec.new_claims("u1", Scopes::none(), 0, ()))
+            .unwrap();
+        let other = codec
+            .issue(&codec.new_claims("admin", Scopes::none(), 0, ()))
+            .unwrap();
+        let parts = |t: &str| -> Vec<String> { t.split('.').map(str::to_owned).collect() };
+        let (mine, theirs) = (parts(&token), parts(&other));
+        let spliced = |header: &str, payload: &str, signature: &str| {
+            codec.verify_at::<()>(&format!("{header}.{payload}.{signature}"), unix_now())
+        };
+        // Another token's payload under this token's signature, and back.
+        assert_eq!(
+            spliced(&mine[0], &theirs[1], &mine[2]).unwrap_err(),
+            TokenRejection::BadSignature
+        );
+        assert_eq!(
+            spliced(&mine[0], &mine[1], &theirs[2]).unwrap_err(),
+            TokenRejection::BadSignature
+        );
+        // A signature that is not base64url, and a fourth segment.
+        assert_eq!(
+            spliced(&mine[0], &mine[1], "*").unwrap_err(),
+            TokenRejection::Malformed
+        );
+        assert_eq!(
+            codec
+                .verify_at::<()>(&format!("{token}.{}", mine[2]), unix_now())
+                .unwrap_err(),
+            TokenRejection::Malformed
+        );
+        assert!(spliced(&mine[0], &mine[1], &mine[2]).is_ok());
     }
 
     #[test]
