@@ -60,7 +60,10 @@ async fn health_needs_no_token() {
     let server = start(Some(SECRET));
     let response = get(&server, "/health", None).await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.text().await.unwrap(), "ok");
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap(),
+        serde_json::json!({"status": "ok"})
+    );
 }
 
 #[tokio::test]
