@@ -204,9 +204,13 @@ pub struct MemoryUserStore<U> {
     users: Arc<RwLock<Users<U>>>,
 }
 
+/// Hashed with foldhash, randomly seeded: the subject of every
+/// authenticated request is looked up here. Only the application inserts.
+type Map<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
 struct Users<U> {
-    by_subject: HashMap<String, U>,
-    subject_by_username: HashMap<String, String>,
+    by_subject: Map<U>,
+    subject_by_username: Map<String>,
 }
 
 impl<U: AuthUser> Default for MemoryUserStore<U> {
@@ -220,8 +224,8 @@ impl<U: AuthUser> MemoryUserStore<U> {
     pub fn new() -> Self {
         MemoryUserStore {
             users: Arc::new(RwLock::new(Users {
-                by_subject: HashMap::new(),
-                subject_by_username: HashMap::new(),
+                by_subject: Map::default(),
+                subject_by_username: Map::default(),
             })),
         }
     }
