@@ -17,12 +17,21 @@
 //! - **Only verified tokens go in.** A refused token is never cached, so
 //!   nobody without a valid token can fill it.
 //! - **Every hit re-runs the codec's claim checks** (`exp`, `nbf`, `iss`,
-//!   `aud`: the same function a miss runs) against the clock.
-//! - **An entry never outlives its token's `exp`**: moka's per-entry expiry
-//!   ([`moka::Expiry`]) drops it at `exp`, to the sub-second.
-//! - **Bounded** by an entry count (moka's TinyLFU admission and LRU
+//!   `aud`: the same function a miss runs) against the clock, so an entry
+//!   is never *used* after its token's `exp`; the hit that finds it expired
+//!   drops it.
+//! - **Expired entries are swept out** by the first insert a minute or more
+//!   after the previous sweep (one pass over at most `capacity` entries, on
+//!   the path that has just verified a signature anyway). Until then an
+//!   expired entry takes memory within the bound, but is never used.
+//! - **Bounded** by an entry count, on [`quick_cache`] (CLOCK-Pro
 //!   eviction). The memory it can hold is about the capacity times (the
-//!   token length cap + the size of the claims).
+//!   token length cap + the size of the claims). quick_cache rather than
+//!   moka, whose per-entry expiry drops entries at `exp` to the second: in
+//!   callgrind a moka hit cost about three times a quick_cache hit (~1,500
+//!   against ~535 instructions), and a first sight with eviction (miss,
+//!   verify, insert) about 6,400 instructions more than no cache at all,
+//!   against ~2,400.
 //! - The claims sit behind an `Arc`: a hit clones a pointer, never the
 //!   claims.
 //! - **Hashed with foldhash**, randomly seeded per cache: it hashes the
@@ -35,55 +44,43 @@
 //! disabled user or a raised token version takes effect at once.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use moka::Expiry;
-use moka::sync::Cache;
+use quick_cache::UnitWeighter;
+use quick_cache::sync::{Cache, DefaultLifecycle};
 use serde::de::DeserializeOwned;
 
 use super::{Claims, TokenCodec, unix_now};
 use crate::error::TokenRejection;
 
+/// How often, at most, inserts sweep out expired entries (seconds).
+const SWEEP_INTERVAL: u64 = 60;
+
+type Entries<X> = Cache<Box<str>, Arc<Claims<X>>, UnitWeighter, foldhash::fast::RandomState>;
+
 /// Verified claims by token, for the tokens of one key set.
 pub(crate) struct VerifiedTokens<X> {
     key_set: u64,
-    entries: Cache<Box<str>, Arc<Claims<X>>, foldhash::fast::RandomState>,
-}
-
-/// Per-entry expiry: at the token's `exp`.
-struct UntilExp;
-
-impl UntilExp {
-    /// How long an entry for a token expiring at `exp` may live when it is
-    /// created at `now` (since the Unix epoch): until `exp`, never after.
-    fn lifetime(exp: u64, now: Duration) -> Duration {
-        Duration::from_secs(exp).saturating_sub(now)
-    }
-}
-
-impl<X> Expiry<Box<str>, Arc<Claims<X>>> for UntilExp {
-    fn expire_after_create(
-        &self,
-        _token: &Box<str>,
-        claims: &Arc<Claims<X>>,
-        _created_at: Instant,
-    ) -> Option<Duration> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO);
-        Some(UntilExp::lifetime(claims.exp, now))
-    }
+    entries: Entries<X>,
+    /// The Unix time (seconds) after which the next insert sweeps.
+    next_sweep: AtomicU64,
 }
 
 impl<X: DeserializeOwned + Send + Sync + 'static> VerifiedTokens<X> {
     /// A cache of at most `capacity` tokens verified by `codec`'s key set.
     pub(crate) fn new(codec: &TokenCodec, capacity: u64) -> Self {
+        // Only an estimate, used to size shards: the tables grow as needed.
+        let estimated_entries = usize::try_from(capacity).unwrap_or(usize::MAX);
         VerifiedTokens {
             key_set: codec.key_set_id(),
-            entries: Cache::builder()
-                .max_capacity(capacity)
-                .expire_after(UntilExp)
-                .build_with_hasher(foldhash::fast::RandomState::default()),
+            entries: Cache::with(
+                estimated_entries,
+                capacity,
+                UnitWeighter,
+                foldhash::fast::RandomState::default(),
+                DefaultLifecycle::default(),
+            ),
+            next_sweep: AtomicU64::new(0),
         }
     }
 
@@ -109,14 +106,36 @@ impl<X: DeserializeOwned + Send + Sync + 'static> VerifiedTokens<X> {
             return match codec.check_claims(&claims, now) {
                 Ok(()) => Ok(claims),
                 Err(rejection) => {
-                    self.entries.invalidate(token);
+                    if rejection == TokenRejection::Expired {
+                        self.entries.remove(token);
+                    }
                     Err(rejection)
                 }
             };
         }
         let claims = Arc::new(codec.verify_at::<X>(token, now)?);
+        self.sweep_if_due(now);
         self.entries.insert(token.into(), Arc::clone(&claims));
         Ok(claims)
+    }
+
+    /// Drops the entries of expired tokens, once a [`SWEEP_INTERVAL`].
+    fn sweep_if_due(&self, now: u64) {
+        let due = self.next_sweep.load(Ordering::Relaxed);
+        // One caller wins the sweep; the others go on.
+        if now >= due
+            && self
+                .next_sweep
+                .compare_exchange(
+                    due,
+                    now + SWEEP_INTERVAL,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            self.entries.retain(|_, claims| now < claims.exp);
+        }
     }
 }
 
@@ -164,7 +183,7 @@ mod tests {
         forged.push(if last == 'A' { 'Q' } else { 'A' });
         assert!(cache.verify(&codec, &forged).is_err());
         assert!(!cached(&cache, &forged));
-        assert_eq!(cache.entries.entry_count(), 0);
+        assert_eq!(cache.entries.len(), 0);
     }
 
     #[test]
@@ -193,18 +212,31 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_never_outlives_its_exp() {
-        let now = Duration::from_millis(1_000_500);
-        assert_eq!(
-            UntilExp::lifetime(1_060, now),
-            Duration::from_millis(59_500)
-        );
-        assert_eq!(UntilExp::lifetime(1_000, now), Duration::ZERO);
-        assert_eq!(UntilExp::lifetime(0, now), Duration::ZERO);
-        assert_eq!(
-            UntilExp::lifetime(u64::MAX, now),
-            Duration::from_secs(u64::MAX) - now
-        );
+    fn expired_entries_are_swept_by_the_first_insert_a_minute_later() {
+        let codec = codec(&[1; 32]);
+        let cache = VerifiedTokens::<()>::new(&codec, 100);
+        let now = unix_now();
+        let short = |exp: u64| {
+            let mut claims = codec.new_claims("u1", Scopes::none(), 0, ());
+            claims.exp = exp;
+            codec.issue(&claims).unwrap()
+        };
+        // The first insert sweeps (nothing yet) and sets the next sweep.
+        let expiring = short(now + 10);
+        cache.verify_at(&codec, &expiring, now).unwrap();
+        let lasting = short(now + 3600);
+        cache.verify_at(&codec, &lasting, now + 5).unwrap();
+        // Past `exp`, before the next sweep: kept, but never used.
+        let third = short(now + 3600);
+        cache.verify_at(&codec, &third, now + 30).unwrap();
+        assert!(cached(&cache, &expiring));
+        // A minute on, the next insert drops it, and only it.
+        let fourth = short(now + 3600);
+        cache
+            .verify_at(&codec, &fourth, now + SWEEP_INTERVAL)
+            .unwrap();
+        assert!(!cached(&cache, &expiring));
+        assert!([lasting, third, fourth].iter().all(|t| cached(&cache, t)));
     }
 
     #[test]
@@ -235,7 +267,6 @@ mod tests {
         for _ in 0..50 {
             cache.verify(&codec, &token(&codec)).unwrap();
         }
-        cache.entries.run_pending_tasks();
-        assert!(cache.entries.entry_count() <= 4);
+        assert!(cache.entries.len() <= 4);
     }
 }
