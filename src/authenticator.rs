@@ -536,7 +536,7 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
 }
 
 /// One log line per rejected request: a reason code, never request text.
-fn log_rejection(err: &AuthError) {
+pub(crate) fn log_rejection(err: &AuthError) {
     match err {
         AuthError::MissingCredentials => {}
         AuthError::Origin(reason) => {

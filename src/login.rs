@@ -38,7 +38,7 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full, Limited};
 use serde::Serialize;
 
-use crate::authenticator::Authenticator;
+use crate::authenticator::{Authenticator, log_rejection};
 use crate::credentials::SessionCookie;
 use crate::error::{AuthError, GrantError};
 use crate::refresh::Renewal;
@@ -306,7 +306,12 @@ where
             "the authenticator has no session cookie configured",
         ));
     };
-    auth.origin_guard().check_session_change(parts)?;
+    if let Err(err) = auth.origin_guard().check_session_change(parts) {
+        // Logged as a refused cookie request is, so login and logout CSRF
+        // attempts show in the log too.
+        log_rejection(&err);
+        return Err(err);
+    }
     Ok(cookie)
 }
 
