@@ -126,7 +126,8 @@ impl<U: AuthUser, X: ExtraClaims> AuthenticatorBuilder<U, X> {
     /// - Holds only tokens that verified, with their claims behind an
     ///   `Arc`; a refused token is never remembered.
     /// - A hit re-runs the codec's claim checks (`exp`, `nbf`, `iss`, `aud`)
-    ///   against the clock, and an entry is dropped at its token's `exp`.
+    ///   against the clock (an entry is never used after its token's `exp`;
+    ///   inserts sweep expired entries out once a minute).
     /// - The user is never cached: it is loaded, and checked for being
     ///   active and for its token version, on every request, so disabling a
     ///   user or raising their token version takes effect on the next
