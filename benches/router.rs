@@ -11,16 +11,14 @@
 //! time: the verified-token cache answers), `auth_uncached` (the cache
 //! turned off: every request verifies the signature).
 
+mod oneshot;
 mod support;
 
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::Request;
 use axum::routing::get;
 use criterion::{Criterion, criterion_group, criterion_main};
-use tower::ServiceExt;
 use tower_auth::{
     AuthLayer, Authenticated, Authenticator, Key, MemoryUserStore, Scopes, SimpleUser, TokenCodec,
 };
@@ -84,20 +82,7 @@ fn bench(c: &mut Criterion) {
         ("auth_cached", cached),
         ("auth_uncached", uncached),
     ] {
-        group.bench_function(name, |b| {
-            b.to_async(&runtime).iter(|| {
-                let request = Request::get("/")
-                    .header("authorization", &header)
-                    .body(Body::empty())
-                    .unwrap();
-                let app = app.clone();
-                async move {
-                    let response = app.oneshot(request).await.unwrap();
-                    assert_eq!(response.status(), 200);
-                    response
-                }
-            })
-        });
+        oneshot::bench_get(&mut group, name, &runtime, &app, &header);
     }
     group.finish();
     support::print_ratios(

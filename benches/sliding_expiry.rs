@@ -2,16 +2,14 @@
 //! without a policy, on a fresh token (should be equal: a few integer
 //! comparisons) and on a due token (one re-issue and signature per request).
 
+mod oneshot;
 mod support;
 
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::Request;
 use axum::routing::get;
 use criterion::{Criterion, criterion_group, criterion_main};
-use tower::ServiceExt;
 use tower_auth::{
     AuthLayer, Authenticator, Key, MemoryUserStore, Scopes, SimpleUser, SlidingExpiry, TokenCodec,
 };
@@ -64,20 +62,7 @@ fn bench(c: &mut Criterion) {
     for (name, policy, token) in cases {
         let app = router(policy);
         let header = format!("Bearer {token}");
-        group.bench_function(name, |b| {
-            b.to_async(&runtime).iter(|| {
-                let request = Request::get("/")
-                    .header("authorization", &header)
-                    .body(Body::empty())
-                    .unwrap();
-                let app = app.clone();
-                async move {
-                    let response = app.oneshot(request).await.unwrap();
-                    assert_eq!(response.status(), 200);
-                    response
-                }
-            })
-        });
+        oneshot::bench_get(&mut group, name, &runtime, &app, &header);
     }
     group.finish();
     support::print_ratios(
