@@ -107,13 +107,13 @@ struct Item {
 }
 
 async fn read_users_me(me: Scoped<ReadMe, User>) -> Json<User> {
-    Json(me.identity.user)
+    Json(User::clone(&me.identity.user))
 }
 
 async fn read_own_items(me: Scoped<ReadItems, User>) -> Json<Vec<Item>> {
     Json(vec![Item {
         item_id: "Foo",
-        owner: me.identity.user.username,
+        owner: me.identity.user.username.clone(),
     }])
 }
 

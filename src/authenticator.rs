@@ -27,21 +27,22 @@ use crate::user::{AuthUser, DynUserStore, UserStore};
 
 /// An authenticated request's identity: the user as the store returned it
 /// and the verified claims. The layer puts it into the request's extensions;
-/// the axum extractors hand it to handlers.
+/// the axum extractors hand it to handlers. Cloning it copies two `Arc`s,
+/// never the user's fields.
 #[derive(Debug)]
 pub struct Authenticated<U, X = ()> {
     /// The user the token's `sub` names, freshly loaded for this request.
-    pub user: U,
+    pub user: Arc<U>,
     /// The token's verified claims.
     pub claims: Arc<Claims<X>>,
     /// Where the token was found.
     pub credential: CredentialKind,
 }
 
-impl<U: Clone, X> Clone for Authenticated<U, X> {
+impl<U, X> Clone for Authenticated<U, X> {
     fn clone(&self) -> Self {
         Authenticated {
-            user: self.user.clone(),
+            user: Arc::clone(&self.user),
             claims: Arc::clone(&self.claims),
             credential: self.credential,
         }

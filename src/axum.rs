@@ -21,7 +21,7 @@
 //! use tower_auth::{axum::token_endpoint, Authenticated, Authenticator, SimpleUser};
 //!
 //! async fn me(auth: Authenticated<SimpleUser>) -> String {
-//!     auth.user.username
+//!     auth.user.username.clone()
 //! }
 //!
 //! fn app(auth: Authenticator<SimpleUser>) -> Router {

@@ -58,7 +58,7 @@ enum Mode {
 /// // The identity the layer inserted (with the `axum` feature, take
 /// // `Authenticated<SimpleUser>` directly as an extractor).
 /// async fn me(Extension(auth): Extension<Authenticated<SimpleUser>>) -> String {
-///     auth.user.username
+///     auth.user.username.clone()
 /// }
 ///
 /// fn app(auth: Authenticator<SimpleUser>) -> Router {

@@ -15,7 +15,6 @@ use crate::scope::Scopes;
 /// ```
 /// use tower_auth::{AuthUser, Scopes};
 ///
-/// #[derive(Clone)]
 /// struct User { id: String, name: String, hash: String, disabled: bool }
 ///
 /// impl AuthUser for User {
@@ -26,7 +25,7 @@ use crate::scope::Scopes;
 ///     fn allowed_scopes(&self) -> Scopes { Scopes::parse("me items").unwrap() }
 /// }
 /// ```
-pub trait AuthUser: Clone + Send + Sync + 'static {
+pub trait AuthUser: Send + Sync + 'static {
     /// The stable id that goes into a token's `sub`.
     fn subject(&self) -> &str;
 
@@ -59,6 +58,7 @@ pub trait AuthUser: Clone + Send + Sync + 'static {
 /// Where the application keeps its users. Implement it with `async fn`s:
 ///
 /// ```
+/// use std::sync::Arc;
 /// use tower_auth::{SimpleUser, UserStore};
 ///
 /// struct Db;
@@ -67,15 +67,21 @@ pub trait AuthUser: Clone + Send + Sync + 'static {
 ///     type User = SimpleUser;
 ///     type Error = std::io::Error;
 ///
-///     async fn find_by_subject(&self, sub: &str) -> Result<Option<SimpleUser>, std::io::Error> {
-///         Ok(None) // SELECT … WHERE id = $1
+///     async fn find_by_subject(&self, sub: &str) -> Result<Option<Arc<SimpleUser>>, std::io::Error> {
+///         Ok(None) // SELECT … WHERE id = $1, then `.map(Arc::new)`
 ///     }
 ///
-///     async fn find_by_username(&self, username: &str) -> Result<Option<SimpleUser>, std::io::Error> {
+///     async fn find_by_username(&self, username: &str) -> Result<Option<Arc<SimpleUser>>, std::io::Error> {
 ///         Ok(None) // SELECT … WHERE username = $1
 ///     }
 /// }
 /// ```
+///
+/// Users come back behind an [`Arc`]: the one loaded user is shared by the
+/// request's [`Authenticated`](crate::Authenticated), every extractor that
+/// hands it to a handler and any cache the store keeps, without copying its
+/// fields. A store that holds its users in memory (or caches them) returns
+/// a clone of its `Arc`; one that reads a database wraps the row it read.
 pub trait UserStore: Send + Sync + 'static {
     /// The user type.
     type User: AuthUser;
@@ -87,13 +93,13 @@ pub trait UserStore: Send + Sync + 'static {
     fn find_by_subject(
         &self,
         sub: &str,
-    ) -> impl Future<Output = Result<Option<Self::User>, Self::Error>> + Send;
+    ) -> impl Future<Output = Result<Option<Arc<Self::User>>, Self::Error>> + Send;
 
     /// Loads the user a login names.
     fn find_by_username(
         &self,
         username: &str,
-    ) -> impl Future<Output = Result<Option<Self::User>, Self::Error>> + Send;
+    ) -> impl Future<Output = Result<Option<Arc<Self::User>>, Self::Error>> + Send;
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -101,18 +107,21 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// [`UserStore`] with its store type erased, so an
 /// [`Authenticator`](crate::Authenticator) is generic over the user only.
 pub(crate) trait DynUserStore<U>: Send + Sync {
-    fn find_by_subject<'a>(&'a self, sub: &'a str) -> BoxFuture<'a, Result<Option<U>, BoxError>>;
+    fn find_by_subject<'a>(
+        &'a self,
+        sub: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Arc<U>>, BoxError>>;
     fn find_by_username<'a>(
         &'a self,
         username: &'a str,
-    ) -> BoxFuture<'a, Result<Option<U>, BoxError>>;
+    ) -> BoxFuture<'a, Result<Option<Arc<U>>, BoxError>>;
 }
 
 impl<S: UserStore> DynUserStore<S::User> for S {
     fn find_by_subject<'a>(
         &'a self,
         sub: &'a str,
-    ) -> BoxFuture<'a, Result<Option<S::User>, BoxError>> {
+    ) -> BoxFuture<'a, Result<Option<Arc<S::User>>, BoxError>> {
         Box::pin(async move {
             UserStore::find_by_subject(self, sub)
                 .await
@@ -123,7 +132,7 @@ impl<S: UserStore> DynUserStore<S::User> for S {
     fn find_by_username<'a>(
         &'a self,
         username: &'a str,
-    ) -> BoxFuture<'a, Result<Option<S::User>, BoxError>> {
+    ) -> BoxFuture<'a, Result<Option<Arc<S::User>>, BoxError>> {
         Box::pin(async move {
             UserStore::find_by_username(self, username)
                 .await
@@ -190,7 +199,8 @@ impl AuthUser for SimpleUser {
 
 /// Users held in memory, keyed by subject, with a username index. Cheap to
 /// clone: clones share the same users, so a test can change a user while a
-/// server runs.
+/// server runs. Each user is kept behind an [`Arc`], so a lookup copies no
+/// fields.
 ///
 /// ```
 /// use tower_auth::{MemoryUserStore, SimpleUser};
@@ -209,7 +219,7 @@ pub struct MemoryUserStore<U> {
 type Map<V> = HashMap<String, V, foldhash::fast::RandomState>;
 
 struct Users<U> {
-    by_subject: Map<U>,
+    by_subject: Map<Arc<U>>,
     subject_by_username: Map<String>,
 }
 
@@ -241,22 +251,27 @@ impl<U: AuthUser> MemoryUserStore<U> {
         users
             .subject_by_username
             .insert(user.username().to_owned(), subject.clone());
-        users.by_subject.insert(subject, user);
+        users.by_subject.insert(subject, Arc::new(user));
     }
 
-    /// Changes the user with this subject in place; returns whether it
-    /// exists.
-    pub fn update(&self, subject: &str, change: impl FnOnce(&mut U)) -> bool {
-        let Some(mut user) = self.get(subject) else {
+    /// Changes a copy of the user with this subject and stores it in the
+    /// user's place (requests already holding the user keep the old one);
+    /// returns whether the user exists.
+    pub fn update(&self, subject: &str, change: impl FnOnce(&mut U)) -> bool
+    where
+        U: Clone,
+    {
+        let Some(user) = self.get(subject) else {
             return false;
         };
+        let mut user = U::clone(&user);
         change(&mut user);
         self.insert(user);
         true
     }
 
     /// Removes the user with this subject.
-    pub fn remove(&self, subject: &str) -> Option<U> {
+    pub fn remove(&self, subject: &str) -> Option<Arc<U>> {
         let mut users = self.write();
         let user = users.by_subject.remove(subject)?;
         users.subject_by_username.remove(user.username());
@@ -264,7 +279,7 @@ impl<U: AuthUser> MemoryUserStore<U> {
     }
 
     /// The user with this subject.
-    pub fn get(&self, subject: &str) -> Option<U> {
+    pub fn get(&self, subject: &str) -> Option<Arc<U>> {
         self.read().by_subject.get(subject).cloned()
     }
 
@@ -287,16 +302,51 @@ impl<U: AuthUser> UserStore for MemoryUserStore<U> {
     type User = U;
     type Error = Infallible;
 
-    async fn find_by_subject(&self, sub: &str) -> Result<Option<U>, Infallible> {
+    async fn find_by_subject(&self, sub: &str) -> Result<Option<Arc<U>>, Infallible> {
         Ok(self.get(sub))
     }
 
-    async fn find_by_username(&self, username: &str) -> Result<Option<U>, Infallible> {
+    async fn find_by_username(&self, username: &str) -> Result<Option<Arc<U>>, Infallible> {
         let users = self.read();
         Ok(users
             .subject_by_username
             .get(username)
             .and_then(|sub| users.by_subject.get(sub))
             .cloned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lookups_share_the_stored_user_and_updates_replace_it() {
+        let store = MemoryUserStore::new();
+        store.insert(SimpleUser::new("johndoe", "$argon2id$…"));
+        let by_subject = UserStore::find_by_subject(&store, "johndoe")
+            .await
+            .unwrap()
+            .unwrap();
+        let by_username = UserStore::find_by_username(&store, "johndoe")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            Arc::ptr_eq(&by_subject, &by_username),
+            "a lookup copied the user"
+        );
+
+        assert!(store.update("johndoe", |u| u.active = false));
+        assert!(
+            by_subject.active,
+            "a user already handed out changed under its holder"
+        );
+        let after = UserStore::find_by_subject(&store, "johndoe")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!after.active);
+        assert!(!store.update("nobody", |u| u.active = false));
     }
 }

@@ -21,7 +21,7 @@ fn counting_app(layer: AuthLayer<SimpleUser>, calls: Arc<AtomicUsize>) -> Router
                 move |identity: Option<Extension<Authenticated<SimpleUser>>>| async move {
                     calls.fetch_add(1, Ordering::SeqCst);
                     match identity {
-                        Some(Extension(auth)) => auth.user.username,
+                        Some(Extension(auth)) => auth.user.username.clone(),
                         None => "anonymous".to_owned(),
                     }
                 },
@@ -150,11 +150,11 @@ mod extractors {
     use tower_auth::{Authenticator, Claims, Scopes, TokenCodec};
 
     async fn me(auth: Authenticated<SimpleUser>) -> String {
-        auth.user.username
+        auth.user.username.clone()
     }
 
     async fn maybe_me(auth: Option<Authenticated<SimpleUser>>) -> String {
-        auth.map_or_else(|| "anonymous".to_owned(), |a| a.user.username)
+        auth.map_or_else(|| "anonymous".to_owned(), |a| a.user.username.clone())
     }
 
     struct NeedsMe;

@@ -421,17 +421,6 @@ async fn the_fastapi_tutorial_hash_logs_in_with_secret() {
 
 #[tokio::test]
 async fn a_failing_store_at_login_is_503_with_nothing_internal() {
-    struct FailingStore;
-    impl tower_auth::UserStore for FailingStore {
-        type User = SimpleUser;
-        type Error = std::io::Error;
-        async fn find_by_subject(&self, _: &str) -> Result<Option<SimpleUser>, std::io::Error> {
-            Err(std::io::Error::other("db password=hunter2"))
-        }
-        async fn find_by_username(&self, _: &str) -> Result<Option<SimpleUser>, std::io::Error> {
-            Err(std::io::Error::other("db password=hunter2"))
-        }
-    }
     let codec = hs256_codec();
     let auth = Authenticator::builder(FailingStore, codec.clone())
         .realm(REALM)

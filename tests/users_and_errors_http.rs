@@ -9,25 +9,7 @@ use bytes::Bytes;
 use common::*;
 use http::Response;
 use http_body_util::Full;
-use tower_auth::{
-    AuthError, AuthLayer, Authenticator, Credentials, MemoryUserStore, SimpleUser, UserStore,
-};
-
-/// A user store whose database is down; its error text is a secret.
-struct FailingStore;
-
-impl UserStore for FailingStore {
-    type User = SimpleUser;
-    type Error = std::io::Error;
-
-    async fn find_by_subject(&self, _sub: &str) -> Result<Option<SimpleUser>, std::io::Error> {
-        Err(std::io::Error::other("db password=hunter2"))
-    }
-
-    async fn find_by_username(&self, _name: &str) -> Result<Option<SimpleUser>, std::io::Error> {
-        Err(std::io::Error::other("db password=hunter2"))
-    }
-}
+use tower_auth::{AuthError, AuthLayer, Authenticator, Credentials, MemoryUserStore, SimpleUser};
 
 async fn serve_users() -> (String, tower_auth::TokenCodec, MemoryUserStore<SimpleUser>) {
     let codec = hs256_codec();
@@ -277,7 +259,7 @@ async fn render_hook_replaces_the_body_but_keeps_status_and_challenge_on_the_ext
         const SCOPES: &'static [&'static str] = &["me", "items"];
     }
     async fn me(auth: Authenticated<SimpleUser>) -> String {
-        auth.user.username
+        auth.user.username.clone()
     }
     async fn items(auth: Scoped<NeedsItems, SimpleUser>) -> String {
         auth.user.username.clone()

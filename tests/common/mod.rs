@@ -5,6 +5,7 @@
 
 pub mod example;
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -16,7 +17,7 @@ use serde_json::Value;
 use tower_auth::token::TokenCodecBuilder;
 use tower_auth::{
     Algorithm, AuthLayer, Authenticated, Authenticator, Credentials, Key, MemoryUserStore, Scopes,
-    SimpleUser, TokenCodec,
+    SimpleUser, TokenCodec, UserStore,
 };
 
 /// The HS256 secret most tests sign with (32 bytes).
@@ -25,6 +26,25 @@ pub const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 pub const OTHER_SECRET: &[u8] = b"fedcba9876543210fedcba9876543210";
 /// The realm every test authenticator uses.
 pub const REALM: &str = "test-realm";
+
+/// A user store whose database is down; its error text is a secret.
+pub struct FailingStore;
+
+impl UserStore for FailingStore {
+    type User = SimpleUser;
+    type Error = std::io::Error;
+
+    async fn find_by_subject(&self, _sub: &str) -> Result<Option<Arc<SimpleUser>>, std::io::Error> {
+        Err(std::io::Error::other("db password=hunter2"))
+    }
+
+    async fn find_by_username(
+        &self,
+        _name: &str,
+    ) -> Result<Option<Arc<SimpleUser>>, std::io::Error> {
+        Err(std::io::Error::other("db password=hunter2"))
+    }
+}
 
 /// Binds `127.0.0.1:0`, serves `app` in a task, returns `http://ADDR`.
 pub async fn serve(app: Router) -> String {
@@ -185,7 +205,7 @@ pub fn token_for(codec: &TokenCodec, sub: &str, scopes: &str) -> String {
 /// The handler of most protected routes: the identity's username, read from
 /// the extension the layer inserts (works without the `axum` feature).
 pub async fn whoami(axum::Extension(auth): axum::Extension<Authenticated<SimpleUser>>) -> String {
-    auth.user.username
+    auth.user.username.clone()
 }
 
 /// `GET /me` -> [`whoami`], behind `AuthLayer::required(auth)`.
