@@ -560,9 +560,26 @@ fn is_token68(s: &str) -> bool {
         })
 }
 
-/// RFC 7230 `tchar`.
+/// RFC 7230 `tchar`: ALPHA, DIGIT and ``!#$%&'*+-.^_`|~`` (`#` to `'` is
+/// one range).
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    matches!(
+        b,
+        b'0'..=b'9'
+            | b'A'..=b'Z'
+            | b'a'..=b'z'
+            | b'!'
+            | b'#'..=b'\''
+            | b'*'
+            | b'+'
+            | b'-'
+            | b'.'
+            | b'^'
+            | b'_'
+            | b'`'
+            | b'|'
+            | b'~'
+    )
 }
 
 /// `GET` with `Upgrade: websocket` (HTTP/1.1 WebSocket handshake).
@@ -606,6 +623,14 @@ mod tests {
         assert!(is_token68("abc=="));
         assert!(!is_token68("=="));
         assert!(!is_token68("a=b"));
+    }
+
+    #[test]
+    fn tchar_accepts_exactly_its_alphabet() {
+        for b in 0..=u8::MAX {
+            let in_alphabet = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            assert_eq!(is_tchar(b), in_alphabet, "byte {b:#04x}");
+        }
     }
 
     #[test]
