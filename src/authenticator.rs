@@ -298,7 +298,7 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
     pub async fn authenticate(&self, parts: &Parts) -> Result<Authenticated<U, X>, AuthError> {
         self.authenticate_optional(parts)
             .await?
-            .ok_or(AuthError::MissingCredentials)
+            .ok_or_else(|| AuthError::MissingCredentials)
     }
 
     /// Authenticates a request on which credentials are optional: none ->
@@ -348,7 +348,7 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
             .find_by_subject(&claims.sub)
             .await
             .map_err(AuthError::UserStore)?
-            .ok_or(AuthError::InvalidToken(TokenRejection::UnknownUser))?;
+            .ok_or_else(|| AuthError::InvalidToken(TokenRejection::UnknownUser))?;
         if !user.is_active() {
             return Err(AuthError::InvalidToken(TokenRejection::InactiveUser));
         }

@@ -311,7 +311,7 @@ impl Credentials {
         };
         self.check_len(token)?;
         if !is_token68(token) {
-            return Err(AuthError::InvalidRequest("malformed Bearer credentials"));
+            return Err(AuthError::InvalidRequest(MALFORMED_BEARER));
         }
         Ok(Some(Cow::Borrowed(token)))
     }
@@ -531,6 +531,10 @@ fn token_after_marker<'a>(
     Ok(token)
 }
 
+/// The description of the 400 for a `Bearer` header that is not one space
+/// and a token68 (decision 1).
+const MALFORMED_BEARER: &str = "malformed Bearer credentials";
+
 /// `Ok(None)` for another scheme; the text after `Bearer ` otherwise.
 fn parse_bearer(value: &HeaderValue) -> Result<Option<&str>, AuthError> {
     let bytes = value.as_bytes();
@@ -538,12 +542,12 @@ fn parse_bearer(value: &HeaderValue) -> Result<Option<&str>, AuthError> {
     if !bytes[..scheme_len].eq_ignore_ascii_case(b"bearer") {
         return Ok(None);
     }
-    let malformed = AuthError::InvalidRequest("malformed Bearer credentials");
+    let malformed = || AuthError::InvalidRequest(MALFORMED_BEARER);
     match &bytes[scheme_len..] {
-        [b' ', token @ ..] if !token.is_empty() => {
-            std::str::from_utf8(token).map(Some).map_err(|_| malformed)
-        }
-        _ => Err(malformed),
+        [b' ', token @ ..] if !token.is_empty() => std::str::from_utf8(token)
+            .map(Some)
+            .map_err(|_| malformed()),
+        _ => Err(malformed()),
     }
 }
 

@@ -172,7 +172,7 @@ impl RequireScopes {
 /// The one scope check: anonymous -> 401, lacking -> 403 naming what is
 /// missing.
 pub(crate) fn check_scopes(required: &Scopes, granted: Option<&Scopes>) -> Result<(), AuthError> {
-    let granted = granted.ok_or(AuthError::MissingCredentials)?;
+    let granted = granted.ok_or_else(|| AuthError::MissingCredentials)?;
     let missing = granted.missing(required);
     if missing.is_empty() {
         Ok(())
