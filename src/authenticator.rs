@@ -12,7 +12,7 @@ use http::Response;
 use http::request::Parts;
 use http_body_util::Full;
 
-use crate::credentials::{CredentialKind, Credentials};
+use crate::credentials::{CredentialKind, Credentials, UncheckedToken};
 use crate::error::{
     AuthError, ConfigError, ErrorRenderer, GrantError, RenderError, TokenRejection, is_valid_realm,
 };
@@ -309,16 +309,8 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
         &self,
         parts: &Parts,
     ) -> Result<Option<Authenticated<U, X>>, AuthError> {
-        let result = match self.inner.credentials.extract(parts) {
-            // The Origin guard runs as soon as the source is known, before
-            // any verification: a foreign page's cookie request costs nothing.
-            Ok(Some(found)) => match self.inner.origin.check(parts, found.kind) {
-                Ok(()) => self
-                    .authenticate_token(&found.token, found.kind)
-                    .await
-                    .map(Some),
-                Err(err) => Err(err),
-            },
+        let result = match self.inner.credentials.find(parts) {
+            Ok(Some(found)) => self.authenticate_found(parts, found).await.map(Some),
             Ok(None) => Ok(None),
             Err(err) => Err(err),
         };
@@ -326,6 +318,36 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
             log_rejection(err);
         }
         result
+    }
+
+    /// The road after the credentials, for a token found in `parts`. The
+    /// Origin guard runs as soon as the token's source is known, before any
+    /// verification: a foreign page's cookie request costs nothing. The
+    /// token's syntax is checked only when the cache does not hold it (a
+    /// token there was verified, so it is well-formed); a malformed token is
+    /// refused before the Origin guard, as it would be without the cache.
+    async fn authenticate_found(
+        &self,
+        parts: &Parts,
+        found: UncheckedToken<'_>,
+    ) -> Result<Authenticated<U, X>, AuthError> {
+        let kind = found.kind();
+        let codec = &self.inner.codec;
+        let cache = self.inner.verified_tokens.as_ref();
+        if let Some(hit) = cache.and_then(|cache| cache.get(codec, found.bytes())) {
+            self.inner.origin.check(parts, kind)?;
+            let claims = hit.map_err(AuthError::InvalidToken)?;
+            return self.load_user(claims, kind).await;
+        }
+        let found = found.check()?;
+        self.inner.origin.check(parts, kind)?;
+        let claims = match cache {
+            Some(cache) => cache
+                .verify_new(codec, &found.token)
+                .map_err(AuthError::InvalidToken)?,
+            None => Arc::new(codec.verify::<X>(&found.token)?),
+        };
+        self.load_user(claims, kind).await
     }
 
     /// Verifies `token` and loads its user: the part of the road after the
@@ -342,6 +364,15 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
                 .map_err(AuthError::InvalidToken)?,
             None => Arc::new(codec.verify::<X>(token)?),
         };
+        self.load_user(claims, credential).await
+    }
+
+    /// Loads the user verified claims name and checks it may use them.
+    async fn load_user(
+        &self,
+        claims: Arc<Claims<X>>,
+        credential: CredentialKind,
+    ) -> Result<Authenticated<U, X>, AuthError> {
         let user = self
             .inner
             .store

@@ -33,6 +33,11 @@
 //!   (RFC 6750 §2), unless [`Precedence::FirstInOrder`] is configured, in
 //!   which case the first source in the configured order wins (for browser
 //!   apps that may hold a stale cookie next to a fresh header).
+//! - The token that is used must be a `token68` (400 `invalid_request`
+//!   otherwise); one that loses to the precedence is not read further.
+//!   [`Authenticator`](crate::Authenticator) runs this byte-by-byte check
+//!   only for a token its verified-token cache does not hold: a cached
+//!   token was verified, so it is well-formed.
 //! - A token longer than [`max_token_len`](Credentials::max_token_len)
 //!   (default 8 KiB) -> 401 `invalid_token`, before anything decodes it.
 
@@ -111,6 +116,52 @@ impl std::fmt::Debug for FoundToken<'_> {
             .field("token", &"[redacted]")
             .field("kind", &self.kind)
             .finish()
+    }
+}
+
+/// A token found in a request whose syntax (`token68`, and so text) is not
+/// checked yet. [`Authenticator`](crate::Authenticator) looks it up in the
+/// verified-token cache first: a token there was verified, so it is
+/// well-formed, and only a token that is not there needs the byte-by-byte
+/// check ([`check`](Self::check)). Every other rule has been applied.
+pub(crate) struct UncheckedToken<'a> {
+    bytes: Cow<'a, [u8]>,
+    kind: CredentialKind,
+}
+
+impl<'a> UncheckedToken<'a> {
+    /// The token's bytes, as the request carried them.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Where it was found.
+    pub(crate) fn kind(&self) -> CredentialKind {
+        self.kind
+    }
+
+    /// A `token68`, or 400 `invalid_request`.
+    pub(crate) fn check(self) -> Result<FoundToken<'a>, AuthError> {
+        let malformed = || {
+            AuthError::InvalidRequest(match self.kind {
+                CredentialKind::Bearer => MALFORMED_BEARER,
+                _ => "malformed token",
+            })
+        };
+        if !is_token68(&self.bytes) {
+            return Err(malformed());
+        }
+        // token68 is ASCII, so neither conversion fails.
+        let token = match self.bytes {
+            Cow::Borrowed(bytes) => {
+                Cow::Borrowed(std::str::from_utf8(bytes).map_err(|_| malformed())?)
+            }
+            Cow::Owned(bytes) => Cow::Owned(String::from_utf8(bytes).map_err(|_| malformed())?),
+        };
+        Ok(FoundToken {
+            token,
+            kind: self.kind,
+        })
     }
 }
 
@@ -261,7 +312,17 @@ impl Credentials {
 
     /// Finds the request's token. `Ok(None)`: no credentials at all.
     pub fn extract<'a>(&self, parts: &'a Parts) -> Result<Option<FoundToken<'a>>, AuthError> {
-        let mut found: Option<FoundToken<'a>> = None;
+        self.find(parts)?.map(UncheckedToken::check).transpose()
+    }
+
+    /// [`extract`](Self::extract) without the token's syntax check: the
+    /// token that is used, after the source rules, the ambiguity rule and
+    /// the length cap.
+    pub(crate) fn find<'a>(
+        &self,
+        parts: &'a Parts,
+    ) -> Result<Option<UncheckedToken<'a>>, AuthError> {
+        let mut found: Option<UncheckedToken<'a>> = None;
         for source in &self.sources {
             let token = match source {
                 TokenSource::Bearer => self.header_token(parts)?,
@@ -280,15 +341,15 @@ impl Credentials {
                     Precedence::FirstInOrder => break,
                 }
             }
-            found = Some(FoundToken {
-                token,
+            found = Some(UncheckedToken {
+                bytes: token,
                 kind: source.kind(),
             });
         }
         Ok(found)
     }
 
-    fn check_len(&self, token: &str) -> Result<(), AuthError> {
+    fn check_len(&self, token: &[u8]) -> Result<(), AuthError> {
         if token.len() > self.max_token_len {
             Err(AuthError::InvalidToken(TokenRejection::TooLong))
         } else {
@@ -296,7 +357,7 @@ impl Credentials {
         }
     }
 
-    fn header_token<'a>(&self, parts: &'a Parts) -> Result<Option<Cow<'a, str>>, AuthError> {
+    fn header_token<'a>(&self, parts: &'a Parts) -> Result<Option<Cow<'a, [u8]>>, AuthError> {
         let mut values = parts.headers.get_all(AUTHORIZATION).iter();
         let Some(value) = values.next() else {
             return Ok(None);
@@ -310,9 +371,6 @@ impl Credentials {
             return Ok(None);
         };
         self.check_len(token)?;
-        if !is_token68(token) {
-            return Err(AuthError::InvalidRequest(MALFORMED_BEARER));
-        }
         Ok(Some(Cow::Borrowed(token)))
     }
 
@@ -320,7 +378,7 @@ impl Credentials {
         &self,
         parts: &'a Parts,
         name: &str,
-    ) -> Result<Option<Cow<'a, str>>, AuthError> {
+    ) -> Result<Option<Cow<'a, [u8]>>, AuthError> {
         if !self.query_everywhere && !is_websocket_upgrade(parts) {
             return Ok(None);
         }
@@ -343,7 +401,7 @@ impl Credentials {
         &self,
         parts: &'a Parts,
         marker: &str,
-    ) -> Result<Option<Cow<'a, str>>, AuthError> {
+    ) -> Result<Option<Cow<'a, [u8]>>, AuthError> {
         if !is_websocket_upgrade(parts) {
             return Ok(None);
         }
@@ -357,7 +415,7 @@ impl Credentials {
         &self,
         parts: &'a Parts,
         name: &str,
-    ) -> Result<Option<Cow<'a, str>>, AuthError> {
+    ) -> Result<Option<Cow<'a, [u8]>>, AuthError> {
         let mut found = None;
         for line in parts.headers.get_all(COOKIE) {
             // A line that is not text cannot hold our cookie in a form we
@@ -382,16 +440,16 @@ impl Credentials {
         }
     }
 
-    /// Empty means absent; otherwise length cap, then the token68 alphabet.
-    fn non_empty_token<'a>(&self, value: Cow<'a, str>) -> Result<Option<Cow<'a, str>>, AuthError> {
+    /// Empty means absent; otherwise the length cap.
+    fn non_empty_token<'a>(&self, value: Cow<'a, str>) -> Result<Option<Cow<'a, [u8]>>, AuthError> {
         if value.is_empty() {
             return Ok(None);
         }
-        self.check_len(&value)?;
-        if !is_token68(&value) {
-            return Err(AuthError::InvalidRequest("malformed token"));
-        }
-        Ok(Some(value))
+        self.check_len(value.as_bytes())?;
+        Ok(Some(match value {
+            Cow::Borrowed(text) => Cow::Borrowed(text.as_bytes()),
+            Cow::Owned(text) => Cow::Owned(text.into_bytes()),
+        }))
     }
 }
 
@@ -535,31 +593,29 @@ fn token_after_marker<'a>(
 /// and a token68 (decision 1).
 const MALFORMED_BEARER: &str = "malformed Bearer credentials";
 
-/// `Ok(None)` for another scheme; the text after `Bearer ` otherwise.
-fn parse_bearer(value: &HeaderValue) -> Result<Option<&str>, AuthError> {
+/// `Ok(None)` for another scheme; the bytes after `Bearer ` otherwise.
+fn parse_bearer(value: &HeaderValue) -> Result<Option<&[u8]>, AuthError> {
     let bytes = value.as_bytes();
     let scheme_len = bytes.iter().take_while(|b| is_tchar(**b)).count();
     if !bytes[..scheme_len].eq_ignore_ascii_case(b"bearer") {
         return Ok(None);
     }
-    let malformed = || AuthError::InvalidRequest(MALFORMED_BEARER);
     match &bytes[scheme_len..] {
-        [b' ', token @ ..] if !token.is_empty() => std::str::from_utf8(token)
-            .map(Some)
-            .map_err(|_| malformed()),
-        _ => Err(malformed()),
+        [b' ', token @ ..] if !token.is_empty() => Ok(Some(token)),
+        _ => Err(AuthError::InvalidRequest(MALFORMED_BEARER)),
     }
 }
 
 /// RFC 7235 `token68`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
-fn is_token68(s: &str) -> bool {
-    let body = s.trim_end_matches('=');
+fn is_token68(token: &[u8]) -> bool {
+    let padding = token.iter().rev().take_while(|&&b| b == b'=').count();
+    let body = &token[..token.len() - padding];
     // Every request's token passes through here. Folding with `&` instead of
     // stopping at the first bad byte lets the compiler check 16 bytes at a
     // time (a bad token costs the same; its length is capped), and
     // `-` `.` `/` and the digits are one range, 0x2D..=0x39.
     !body.is_empty()
-        && body.bytes().fold(true, |ok, b| {
+        && body.iter().fold(true, |ok, &b| {
             ok & matches!(b, b'-'..=b'9' | b'A'..=b'Z' | b'a'..=b'z' | b'+' | b'_' | b'~')
         })
 }
@@ -619,14 +675,12 @@ mod tests {
     fn token68_accepts_exactly_its_alphabet() {
         for b in 0..=u8::MAX {
             let in_alphabet = b.is_ascii_alphanumeric() || b"-._~+/".contains(&b);
-            let Ok(token) = std::str::from_utf8(&[b'a', b, b'z']).map(str::to_owned) else {
-                continue;
-            };
-            assert_eq!(is_token68(&token), in_alphabet, "byte {b:#04x}");
+            assert_eq!(is_token68(&[b'a', b, b'z']), in_alphabet, "byte {b:#04x}");
         }
-        assert!(is_token68("abc=="));
-        assert!(!is_token68("=="));
-        assert!(!is_token68("a=b"));
+        assert!(is_token68(b"abc=="));
+        assert!(!is_token68(b"=="));
+        assert!(!is_token68(b""));
+        assert!(!is_token68(b"a=b"));
     }
 
     #[test]
@@ -753,6 +807,36 @@ mod tests {
         ));
         let first = all_sources().precedence(Precedence::FirstInOrder);
         assert_eq!(first.extract(&p).unwrap().unwrap().token, "h");
+    }
+
+    #[test]
+    fn only_the_token_used_must_be_well_formed() {
+        // A stale, malformed cookie next to a good header: with precedence
+        // the header wins and the cookie is not read further...
+        let p = parts(|b| {
+            b.header("authorization", "Bearer h")
+                .header("cookie", "at=bad\\token")
+        });
+        let first = all_sources().precedence(Precedence::FirstInOrder);
+        assert_eq!(first.extract(&p).unwrap().unwrap().token, "h");
+        // ... and without, two methods are refused whatever they hold.
+        assert!(matches!(
+            all_sources().extract(&p),
+            Err(AuthError::InvalidRequest(
+                "the token was sent by more than one method"
+            ))
+        ));
+        // The token used is checked, whichever source it came from.
+        let p = parts(|b| b.header("cookie", "at=bad\\token"));
+        assert!(matches!(
+            all_sources().extract(&p),
+            Err(AuthError::InvalidRequest("malformed token"))
+        ));
+        let p = parts(|b| b.header("authorization", "Bearer a\u{e9}"));
+        assert!(matches!(
+            all_sources().extract(&p),
+            Err(AuthError::InvalidRequest(MALFORMED_BEARER))
+        ));
     }
 
     #[test]

@@ -98,6 +98,27 @@ async fn unsafe_cookie_requests_need_an_allowed_origin() {
 }
 
 #[tokio::test]
+async fn a_cached_cookie_token_still_meets_the_origin_guard() {
+    let (base, token) = serve_app(None).await;
+    use reqwest::Method as M;
+    let foreign = [("origin", "https://evil.example")];
+    // Verified and cached by an allowed request, then sent from a foreign
+    // page: the guard runs on the cache's answer too.
+    let cookie = ("cookie", format!("at={token}"));
+    let allowed = send(&base, M::POST, cookie.clone(), &[("origin", APP)]).await;
+    assert_eq!(allowed.status, 200);
+    let refused = send(&base, M::POST, cookie, &foreign).await;
+    assert_eq!(refused.status, 403);
+    refused.assert_error_body("invalid_origin");
+    // A token that cannot be in the cache is checked first, as before the
+    // cache existed: malformed is 400 whatever the Origin.
+    let malformed = ("cookie", "at=not\\a\\token".to_owned());
+    let reply = send(&base, M::POST, malformed, &foreign).await;
+    assert_eq!(reply.status, 400);
+    reply.assert_error_body("invalid_request");
+}
+
+#[tokio::test]
 async fn the_rate_limit_layer_answers_429_per_subject() {
     let limit = RateLimit::new(3, std::time::Duration::from_secs(3600)).unwrap();
     let (base, token) = serve_app(Some(limit)).await;

@@ -56,7 +56,7 @@ use crate::error::TokenRejection;
 /// How often, at most, inserts sweep out expired entries (seconds).
 const SWEEP_INTERVAL: u64 = 60;
 
-type Entries<X> = Cache<Box<str>, Arc<Claims<X>>, UnitWeighter, foldhash::fast::RandomState>;
+type Entries<X> = Cache<Box<[u8]>, Arc<Claims<X>>, UnitWeighter, foldhash::fast::RandomState>;
 
 /// Verified claims by token, for the tokens of one key set.
 pub(crate) struct VerifiedTokens<X> {
@@ -93,29 +93,73 @@ impl<X: DeserializeOwned + Send + Sync + 'static> VerifiedTokens<X> {
         self.verify_at(codec, token, unix_now())
     }
 
+    /// The claims of `token` if it is here, re-checked against the clock
+    /// (the hit that finds them expired drops them); `None` if it is not.
+    /// It takes bytes: every token here was verified, so it is known to be
+    /// well-formed, and a caller can look it up before checking its syntax.
+    pub(crate) fn get(
+        &self,
+        codec: &TokenCodec,
+        token: &[u8],
+    ) -> Option<Result<Arc<Claims<X>>, TokenRejection>> {
+        self.get_at(codec, token, unix_now())
+    }
+
+    /// Verifies a token [`get`](Self::get) did not find, and keeps its
+    /// claims.
+    pub(crate) fn verify_new(
+        &self,
+        codec: &TokenCodec,
+        token: &str,
+    ) -> Result<Arc<Claims<X>>, TokenRejection> {
+        self.verify_new_at(codec, token, unix_now())
+    }
+
     fn verify_at(
         &self,
         codec: &TokenCodec,
         token: &str,
         now: u64,
     ) -> Result<Arc<Claims<X>>, TokenRejection> {
+        match self.get_at(codec, token.as_bytes(), now) {
+            Some(cached) => cached,
+            None => self.verify_new_at(codec, token, now),
+        }
+    }
+
+    fn get_at(
+        &self,
+        codec: &TokenCodec,
+        token: &[u8],
+        now: u64,
+    ) -> Option<Result<Arc<Claims<X>>, TokenRejection>> {
         if codec.key_set_id() != self.key_set {
-            return codec.verify_at(token, now).map(Arc::new);
+            return None;
         }
-        if let Some(claims) = self.entries.get(token) {
-            return match codec.check_claims(&claims, now) {
-                Ok(()) => Ok(claims),
-                Err(rejection) => {
-                    if rejection == TokenRejection::Expired {
-                        self.entries.remove(token);
-                    }
-                    Err(rejection)
+        let claims = self.entries.get(token)?;
+        Some(match codec.check_claims(&claims, now) {
+            Ok(()) => Ok(claims),
+            Err(rejection) => {
+                if rejection == TokenRejection::Expired {
+                    self.entries.remove(token);
                 }
-            };
-        }
+                Err(rejection)
+            }
+        })
+    }
+
+    fn verify_new_at(
+        &self,
+        codec: &TokenCodec,
+        token: &str,
+        now: u64,
+    ) -> Result<Arc<Claims<X>>, TokenRejection> {
         let claims = Arc::new(codec.verify_at::<X>(token, now)?);
-        self.sweep_if_due(now);
-        self.entries.insert(token.into(), Arc::clone(&claims));
+        if codec.key_set_id() == self.key_set {
+            self.sweep_if_due(now);
+            self.entries
+                .insert(token.as_bytes().into(), Arc::clone(&claims));
+        }
         Ok(claims)
     }
 
@@ -158,7 +202,7 @@ mod tests {
     }
 
     fn cached(cache: &VerifiedTokens<()>, token: &str) -> bool {
-        cache.entries.contains_key(token)
+        cache.entries.contains_key(token.as_bytes())
     }
 
     #[test]
@@ -171,6 +215,24 @@ mod tests {
         let second = cache.verify(&codec, &token).unwrap();
         assert!(Arc::ptr_eq(&first, &second));
         assert_eq!(*first, codec.verify::<()>(&token).unwrap());
+    }
+
+    #[test]
+    fn get_finds_only_verified_tokens_of_its_key_set_by_their_bytes() {
+        let keys = codec(&[1; 32]);
+        let cache = VerifiedTokens::<()>::new(&keys, 100);
+        let issued = token(&keys);
+        assert!(cache.get(&keys, issued.as_bytes()).is_none());
+        let verified = cache.verify_new(&keys, &issued).unwrap();
+        let hit = cache.get(&keys, issued.as_bytes()).unwrap().unwrap();
+        assert!(Arc::ptr_eq(&verified, &hit));
+        // The same secret built again is another key set: it neither finds
+        // the entry nor fills the cache.
+        let rebuilt = codec(&[1; 32]);
+        assert!(cache.get(&rebuilt, issued.as_bytes()).is_none());
+        let rebuilt_token = token(&rebuilt);
+        cache.verify_new(&rebuilt, &rebuilt_token).unwrap();
+        assert!(!cached(&cache, &rebuilt_token));
     }
 
     #[test]
