@@ -25,9 +25,7 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use jsonwebtoken::{DecodingKey, Validation};
 use serde::Deserialize;
-use tower_auth::{
-    Algorithm, Authenticator, CredentialKind, Key, MemoryUserStore, Scopes, SimpleUser, TokenCodec,
-};
+use tower_auth::{Algorithm, Authenticator, CredentialKind, Key, Scopes, SimpleUser, TokenCodec};
 
 /// The claims the codec issues, for the bare decode.
 #[allow(dead_code)]
@@ -78,14 +76,6 @@ fn keys(alg: Algorithm) -> (Key, DecodingKey) {
     (Key::from_pem(alg, &private, &public).unwrap(), decoding)
 }
 
-fn users() -> MemoryUserStore<SimpleUser> {
-    let users = MemoryUserStore::new();
-    users.insert(
-        SimpleUser::new("johndoe", "unused").with_scopes(Scopes::parse("me items").unwrap()),
-    );
-    users
-}
-
 fn bench(c: &mut Criterion) {
     support::mark_run_start();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -111,7 +101,7 @@ fn bench(c: &mut Criterion) {
         };
         let token = issue();
         let pool: Vec<String> = (0..POOL).map(|_| issue()).collect();
-        let store = users();
+        let store = support::users();
         let cached: Authenticator<SimpleUser> =
             Authenticator::builder(store.clone(), codec.clone())
                 .build()

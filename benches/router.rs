@@ -19,9 +19,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use criterion::{Criterion, criterion_group, criterion_main};
-use tower_auth::{
-    AuthLayer, Authenticated, Authenticator, Key, MemoryUserStore, Scopes, SimpleUser, TokenCodec,
-};
+use tower_auth::{AuthLayer, Authenticated, Authenticator, Key, Scopes, SimpleUser, TokenCodec};
 
 const GROUP: &str = "router";
 
@@ -41,14 +39,6 @@ async fn protected(auth: axum::Extension<Authenticated<SimpleUser>>) -> &'static
     "ok"
 }
 
-fn users() -> MemoryUserStore<SimpleUser> {
-    let users = MemoryUserStore::new();
-    users.insert(
-        SimpleUser::new("johndoe", "unused").with_scopes(Scopes::parse("me items").unwrap()),
-    );
-    users
-}
-
 fn bench(c: &mut Criterion) {
     support::mark_run_start();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -63,14 +53,14 @@ fn bench(c: &mut Criterion) {
     let cached = Router::new()
         .route("/", get(protected))
         .layer(AuthLayer::required(
-            Authenticator::builder(users(), codec.clone())
+            Authenticator::builder(support::users(), codec.clone())
                 .build()
                 .unwrap(),
         ));
     let uncached = Router::new()
         .route("/", get(protected))
         .layer(AuthLayer::required(
-            Authenticator::builder(users(), codec.clone())
+            Authenticator::builder(support::users(), codec.clone())
                 .token_cache_capacity(0)
                 .build()
                 .unwrap(),

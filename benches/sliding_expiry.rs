@@ -10,9 +10,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use criterion::{Criterion, criterion_group, criterion_main};
-use tower_auth::{
-    AuthLayer, Authenticator, Key, MemoryUserStore, Scopes, SimpleUser, SlidingExpiry, TokenCodec,
-};
+use tower_auth::{AuthLayer, Authenticator, Key, Scopes, SlidingExpiry, TokenCodec};
 
 const GROUP: &str = "sliding_expiry";
 const HOUR: u64 = 3600;
@@ -25,9 +23,7 @@ fn codec() -> TokenCodec {
 }
 
 fn router(policy: Option<SlidingExpiry>) -> Router {
-    let users = MemoryUserStore::new();
-    users.insert(SimpleUser::new("johndoe", "unused"));
-    let mut builder = Authenticator::builder(users, codec());
+    let mut builder = Authenticator::builder(support::users(), codec());
     if let Some(policy) = policy {
         builder = builder.sliding_expiry(policy);
     }

@@ -1,9 +1,21 @@
-//! What the benches share: reading criterion's estimates back to print
-//! ratios against a baseline measured in the same run.
+//! What the benches share: the user they authenticate, and reading
+//! criterion's estimates back to print ratios against a baseline measured in
+//! the same run.
 
 use std::path::PathBuf;
 use std::sync::LazyLock;
 use std::time::SystemTime;
+
+use tower_auth::{MemoryUserStore, Scopes, SimpleUser};
+
+/// The store every bench looks its user up in: `johndoe`, scopes `me items`.
+pub fn users() -> MemoryUserStore<SimpleUser> {
+    let users = MemoryUserStore::new();
+    users.insert(
+        SimpleUser::new("johndoe", "unused").with_scopes(Scopes::parse("me items").unwrap()),
+    );
+    users
+}
 
 static RUN_STARTED: LazyLock<SystemTime> = LazyLock::new(SystemTime::now);
 
