@@ -103,17 +103,38 @@ impl FromRef<AppState> for Authenticator<User> {
     }
 }
 
-/// One broadcast channel per room, made on first use.
+/// One broadcast channel per room, made when the first socket joins and
+/// dropped when the last one leaves (room names come from clients: kept
+/// forever, they would pile up). Joining and leaving both hold the lock, so
+/// a room is never dropped between a join and its subscription.
 #[derive(Clone, Default)]
 struct Rooms(Arc<Mutex<HashMap<String, broadcast::Sender<String>>>>);
 
 impl Rooms {
-    fn channel(&self, room: &str) -> broadcast::Sender<String> {
-        let mut rooms = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        rooms
+    /// The room's channel, and this socket's receiver on it.
+    fn join(&self, room: &str) -> (broadcast::Sender<String>, broadcast::Receiver<String>) {
+        let mut rooms = self.lock();
+        let channel = rooms
             .entry(room.to_owned())
-            .or_insert_with(|| broadcast::channel(256).0)
-            .clone()
+            .or_insert_with(|| broadcast::channel(256).0);
+        (channel.clone(), channel.subscribe())
+    }
+
+    /// Drops this socket's receiver, and the room with it if it was the last.
+    fn leave(&self, room: &str, inbox: broadcast::Receiver<String>) {
+        let mut rooms = self.lock();
+        drop(inbox);
+        if rooms
+            .get(room)
+            .is_some_and(|channel| channel.receiver_count() == 0)
+        {
+            rooms.remove(room);
+            tracing::info!(room, "room closed");
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, broadcast::Sender<String>>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -174,8 +195,7 @@ async fn run_socket(
     me: Authenticated<User>,
     permit: ConnectionPermit,
 ) {
-    let channel = state.rooms.channel(&room);
-    let mut inbox = channel.subscribe();
+    let (channel, mut inbox) = state.rooms.join(&room);
     let can_write = may(&me.claims.scope, &room, "write");
     let mut expiry = ws::expires(&me.claims);
     let sub = me.claims.sub.as_str();
@@ -221,6 +241,7 @@ async fn run_socket(
     // The slot is free before the client can learn that the socket closed,
     // so it may reconnect at once.
     drop(permit);
+    state.rooms.leave(&room, inbox);
     let frame = close.map(|reason| {
         tracing::info!(
             sub,

@@ -332,6 +332,38 @@ async fn readers_read_writers_write() {
 }
 
 #[tokio::test]
+async fn a_room_is_dropped_when_its_last_socket_leaves() {
+    let server = start(&[]);
+    let (full, _) = login(&server, "full").await;
+    let leave = |mut socket: Socket| async move {
+        // The server replies to the close after the socket has left.
+        socket.close(None).await.unwrap();
+        while socket.next().await.is_some() {}
+    };
+    let first = opened(&server, "/ws/lobby", &[bearer(&full)]).await;
+    let mut second = opened(&server, "/ws/lobby", &[bearer(&full)]).await;
+    leave(first).await;
+    // The room outlives the first socket: one who joins now is heard by
+    // the second.
+    let mut third = opened(&server, "/ws/lobby", &[bearer(&full)]).await;
+    say(&mut third, "still here?").await;
+    let heard = tokio::time::timeout(std::time::Duration::from_secs(5), next_json(&mut second))
+        .await
+        .expect("the second socket hears the third");
+    assert_eq!(heard["text"], "still here?");
+    leave(second).await;
+    leave(third).await;
+
+    let stderr = server.stop();
+    assert_eq!(stderr.matches(" joined").count(), 3, "{stderr}");
+    assert_eq!(
+        stderr.matches("room closed").count(),
+        1,
+        "dropped once, when the last socket left: {stderr}"
+    );
+}
+
+#[tokio::test]
 async fn the_eleventh_message_in_a_minute_closes_with_1008() {
     let server = start(&[]);
     let (full, _) = login(&server, "full").await;
