@@ -26,6 +26,10 @@
 //! - `POST /login` (form `username`, `password`): JSON with `access_token`,
 //!   plus the session cookie.
 //! - `POST /logout`: clears the cookie.
+//! - `POST /logout-everywhere` (bearer header or cookie): raises the user's
+//!   token version, so every token issued to them so far stops working and
+//!   their open sockets close with 4001 `token revoked` at the next check
+//!   (204).
 //! - `GET /me` (bearer header or cookie): the user.
 //! - `GET /ws/{room}`: the room's socket. Authenticated by the session
 //!   cookie (browsers; `Origin` must be allowed), `?token=`, the bearer
@@ -36,7 +40,8 @@
 //!   text messages go to everyone in the room as
 //!   `{"room", "from", "text"}`; a reader's get `{"error": "read_only", …}`
 //!   back and go nowhere; the 11th message within a minute closes the socket
-//!   with 1008; the token's expiry closes it with 4001.
+//!   with 1008; the token's expiry closes it with 4001, and so does a
+//!   revocation, found by re-checking the user every `RECHECK_SECS`.
 //!
 //! Environment:
 //! - `BIND_ADDR`: where to listen (default `127.0.0.1:3000`; port 0 picks a
@@ -48,6 +53,8 @@
 //!   origin (and, on a loopback address, `http://localhost:PORT`) is always
 //!   allowed.
 //! - `TOKEN_LIFETIME_SECS`: access-token lifetime (default 1800).
+//! - `RECHECK_SECS`: how often an open socket re-checks its user (active,
+//!   token version) (default 30, 1 to 3600).
 //! - `INSECURE_DEV_COOKIE=1`: for plain-HTTP development only. The session
 //!   cookie is then called `session` instead of `__Host-session` and is sent
 //!   without `Secure`. Without it the cookie is `Secure`, which browsers
@@ -92,6 +99,9 @@ type User = SimpleUser;
 #[derive(Clone)]
 struct AppState {
     auth: Authenticator<User>,
+    users: MemoryUserStore<User>,
+    /// How often an open socket re-checks its identity.
+    recheck_every: Duration,
     rooms: Rooms,
     sockets: ConnectionLimit,
     messages: RateLimit,
@@ -155,6 +165,18 @@ async fn me(me: Authenticated<User>) -> Json<serde_json::Value> {
     Json(json!({ "username": me.user.username, "scope": me.claims.scope }))
 }
 
+/// Revokes every token of the caller: the next token version.
+async fn logout_everywhere(
+    State(state): State<AppState>,
+    me: Authenticated<User>,
+) -> axum::http::StatusCode {
+    state
+        .users
+        .update(&me.claims.sub, |user| user.token_version += 1);
+    tracing::info!(sub = %me.claims.sub, "logged out everywhere");
+    axum::http::StatusCode::NO_CONTENT
+}
+
 /// Everything is decided before the upgrade: the extractor authenticates
 /// (401/400/403 origin), then the room permission (403) and the socket cap
 /// (429); only then does the 101 go out and the socket task start.
@@ -198,12 +220,24 @@ async fn run_socket(
     let (channel, mut inbox) = state.rooms.join(&room);
     let can_write = may(&me.claims.scope, &room, "write");
     let mut expiry = ws::expires(&me.claims);
+    let mut recheck = tokio::time::interval_at(
+        tokio::time::Instant::now() + state.recheck_every,
+        state.recheck_every,
+    );
     let sub = me.claims.sub.as_str();
     tracing::info!(sub, room, can_write, credential = ?me.credential, "joined");
 
     let close = loop {
         tokio::select! {
             () = &mut expiry => break Some(CloseReason::TokenExpired),
+            _ = recheck.tick() => match state.auth.recheck(&me).await {
+                Ok(_) => {}
+                Err(err) => match CloseReason::for_rejection(&err) {
+                    Some(reason) => break Some(reason),
+                    // The store failed: keep the socket, check again later.
+                    None => tracing::warn!(sub, room, error = %err, "socket recheck failed"),
+                },
+            },
             broadcast = inbox.recv() => match broadcast {
                 Ok(text) => {
                     if socket.send(Message::Text(text.into())).await.is_err() {
@@ -271,6 +305,7 @@ fn app(state: AppState) -> Router {
         .route("/", get(index))
         .route("/login", post(session_login::<User, ()>))
         .route("/logout", post(logout::<User, ()>))
+        .route("/logout-everywhere", post(logout_everywhere))
         .route("/me", get(me))
         .route("/ws/{room}", get(join_room))
         .with_state(state)
@@ -366,8 +401,15 @@ async fn run() -> Result<(), Box<dyn Error>> {
         .map_err(|err| format!("cannot listen on {bind}: {err}"))?;
     let addr = listener.local_addr()?;
 
+    let recheck_secs: u64 = env_or("RECHECK_SECS", "30")?
+        .parse()
+        .ok()
+        .filter(|secs| (1..=3600).contains(secs))
+        .ok_or("RECHECK_SECS must be a number of seconds from 1 to 3600")?;
+
     let passwords = PasswordHasher::new();
-    let auth = Authenticator::builder(users(&passwords).await?, codec)
+    let users = users(&passwords).await?;
+    let auth = Authenticator::builder(users.clone(), codec)
         .passwords(passwords)
         .realm("websocket_rooms")
         .credentials(credentials)
@@ -375,6 +417,8 @@ async fn run() -> Result<(), Box<dyn Error>> {
         .build()?;
     let state = AppState {
         auth,
+        users,
+        recheck_every: Duration::from_secs(recheck_secs),
         rooms: Rooms::default(),
         sockets: ConnectionLimit::new(MAX_SOCKETS_PER_USER)?,
         messages: RateLimit::per_minute(MESSAGES_PER_MINUTE)?,

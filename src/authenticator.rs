@@ -22,7 +22,7 @@ use crate::origin::OriginGuard;
 use crate::password::{PasswordError, PasswordHasher};
 use crate::refresh::SlidingExpiry;
 use crate::scope::{InvalidScope, RequireScopes, Scopes};
-use crate::token::{Claims, ExtraClaims, TokenCodec, VerifiedTokens};
+use crate::token::{Claims, ExtraClaims, TokenCodec, VerifiedTokens, unix_now};
 use crate::user::{AuthUser, DynUserStore, UserStore};
 
 /// An authenticated request's identity: the user as the store returned it
@@ -367,6 +367,30 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
         self.load_user(claims, credential).await
     }
 
+    /// Checks again an identity authenticated earlier, for a connection that
+    /// outlives its request (a WebSocket): its claims against the clock
+    /// (`exp`, `nbf`), then its user, freshly loaded (exists, active, token
+    /// version current). The signature is not checked again: it cannot have
+    /// changed. Returns the identity with the user as the store has it now.
+    ///
+    /// Run it on a timer in the socket's loop; map a failure to a close code
+    /// with [`CloseReason::for_rejection`](crate::ws::CloseReason::for_rejection):
+    /// a user disabled or a token version raised ("log out everywhere")
+    /// then closes the user's open sockets within one interval, not at
+    /// `exp`. A failing store is an error, not a revocation; the caller
+    /// decides whether to keep the socket until the next check.
+    pub async fn recheck(
+        &self,
+        identity: &Authenticated<U, X>,
+    ) -> Result<Authenticated<U, X>, AuthError> {
+        self.inner
+            .codec
+            .check_claims(&identity.claims, unix_now())
+            .map_err(AuthError::InvalidToken)?;
+        self.load_user(Arc::clone(&identity.claims), identity.credential)
+            .await
+    }
+
     /// Loads the user verified claims name and checks it may use them.
     async fn load_user(
         &self,
@@ -583,5 +607,58 @@ pub(crate) fn log_rejection(err: &AuthError) {
             tracing::debug!(reason = reason.reason_code(), "token refused");
         }
         other => tracing::debug!(reason = %other, "request refused"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::Key;
+    use crate::user::{MemoryUserStore, SimpleUser};
+
+    #[tokio::test]
+    async fn recheck_sees_the_user_as_the_store_has_it_now() {
+        let codec = TokenCodec::builder(Key::hs256(&[3; 32]).unwrap())
+            .build()
+            .unwrap();
+        let users = MemoryUserStore::new();
+        users.insert(SimpleUser::new("u1", "unused"));
+        let auth: Authenticator<SimpleUser> = Authenticator::builder(users.clone(), codec.clone())
+            .build()
+            .unwrap();
+        let token = codec
+            .issue(&codec.new_claims("u1", Scopes::none(), 0, ()))
+            .unwrap();
+        let identity = auth
+            .authenticate_token(&token, CredentialKind::Bearer)
+            .await
+            .unwrap();
+        assert!(auth.recheck(&identity).await.is_ok());
+
+        users.update("u1", |u| u.token_version = 1);
+        assert!(matches!(
+            auth.recheck(&identity).await,
+            Err(AuthError::InvalidToken(TokenRejection::Revoked))
+        ));
+        users.update("u1", |u| {
+            u.token_version = 0;
+            u.active = false;
+        });
+        assert!(matches!(
+            auth.recheck(&identity).await,
+            Err(AuthError::InvalidToken(TokenRejection::InactiveUser))
+        ));
+        users.update("u1", |u| u.active = true);
+        let mut expired = (*identity.claims).clone();
+        expired.exp = unix_now();
+        let stale = Authenticated {
+            claims: Arc::new(expired),
+            ..identity.clone()
+        };
+        assert!(matches!(
+            auth.recheck(&stale).await,
+            Err(AuthError::InvalidToken(TokenRejection::Expired))
+        ));
+        assert!(auth.recheck(&identity).await.is_ok());
     }
 }

@@ -573,7 +573,13 @@ impl TokenCodec {
         Ok(claims)
     }
 
-    fn check_claims<X>(&self, claims: &Claims<X>, now: u64) -> Result<(), TokenRejection> {
+    /// The checks of verified claims against the clock and this codec's
+    /// issuer and audience: run on every verification and every cache hit.
+    pub(crate) fn check_claims<X>(
+        &self,
+        claims: &Claims<X>,
+        now: u64,
+    ) -> Result<(), TokenRejection> {
         let leeway = self.inner.leeway;
         // RFC 7519 §4.1.4: not accepted on or after `exp`.
         if now >= claims.exp.saturating_add(leeway) {

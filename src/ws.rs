@@ -12,6 +12,10 @@
 //! 2. The token is checked once, at the handshake. The socket then lives at
 //!    most until the token's `exp`: race [`TokenExpiry`] against the socket
 //!    in the loop and close with [`TOKEN_EXPIRED`] (4001) when it fires.
+//!    To close it sooner when the user is disabled or logs out everywhere
+//!    (token version raised), also run
+//!    [`Authenticator::recheck`](crate::Authenticator::recheck) on an
+//!    interval and close with [`CloseReason::for_rejection`] when it fails.
 //! 3. A client that receives 4001 gets a fresh token (log in again, or use
 //!    a renewed one) and reconnects; 1008 ([`POLICY_VIOLATION`]) means it
 //!    broke a rule (rate, permission) and should not simply retry.
@@ -43,6 +47,7 @@ use http::HeaderMap;
 use http::header::SEC_WEBSOCKET_PROTOCOL;
 
 use crate::credentials::list_elements;
+use crate::error::{AuthError, TokenRejection};
 use crate::token::{Claims, unix_now};
 
 /// Close code 4001: the token expired or was revoked; get a new one and
@@ -77,6 +82,22 @@ impl CloseReason {
         match self {
             Self::TokenExpired | Self::TokenRevoked => TOKEN_EXPIRED,
             Self::RateLimited | Self::Forbidden => POLICY_VIOLATION,
+        }
+    }
+
+    /// The close for an identity that failed
+    /// [`Authenticator::recheck`](crate::Authenticator::recheck):
+    /// [`TokenExpired`](Self::TokenExpired) when the token expired,
+    /// [`TokenRevoked`](Self::TokenRevoked) for any other refusal of the
+    /// token or its user (disabled, deleted, token version raised). `None`
+    /// for an error that says nothing about the identity (a failing store):
+    /// keep the socket and check again later, or close it, as the app
+    /// prefers.
+    pub fn for_rejection(error: &AuthError) -> Option<CloseReason> {
+        match error {
+            AuthError::InvalidToken(TokenRejection::Expired) => Some(Self::TokenExpired),
+            AuthError::InvalidToken(_) => Some(Self::TokenRevoked),
+            _ => None,
         }
     }
 
@@ -183,6 +204,23 @@ mod tests {
 
     #[test]
     fn close_reasons() {
+        let expired = AuthError::InvalidToken(TokenRejection::Expired);
+        let revoked = AuthError::InvalidToken(TokenRejection::Revoked);
+        let disabled = AuthError::InvalidToken(TokenRejection::InactiveUser);
+        let store_down = AuthError::UserStore("db down".into());
+        assert_eq!(
+            CloseReason::for_rejection(&expired),
+            Some(CloseReason::TokenExpired)
+        );
+        assert_eq!(
+            CloseReason::for_rejection(&revoked),
+            Some(CloseReason::TokenRevoked)
+        );
+        assert_eq!(
+            CloseReason::for_rejection(&disabled),
+            Some(CloseReason::TokenRevoked)
+        );
+        assert_eq!(CloseReason::for_rejection(&store_down), None);
         assert_eq!(CloseReason::TokenExpired.code(), 4001);
         assert_eq!(CloseReason::RateLimited.code(), 1008);
         assert!(CloseReason::TokenRevoked.reason().len() < 123);

@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::example::ExampleServer as Server;
 
 use futures_util::{SinkExt, StreamExt};
@@ -342,12 +344,15 @@ async fn a_room_is_dropped_when_its_last_socket_leaves() {
     };
     let first = opened(&server, "/ws/lobby", &[bearer(&full)]).await;
     let mut second = opened(&server, "/ws/lobby", &[bearer(&full)]).await;
+    // The 101 can arrive before the server's socket task has joined the
+    // room: its own message coming back proves the second one is in.
+    say(&mut second, "in").await;
     leave(first).await;
     // The room outlives the first socket: one who joins now is heard by
     // the second.
     let mut third = opened(&server, "/ws/lobby", &[bearer(&full)]).await;
     say(&mut third, "still here?").await;
-    let heard = tokio::time::timeout(std::time::Duration::from_secs(5), next_json(&mut second))
+    let heard = tokio::time::timeout(Duration::from_secs(5), next_json(&mut second))
         .await
         .expect("the second socket hears the third");
     assert_eq!(heard["text"], "still here?");
@@ -410,6 +415,50 @@ async fn an_expired_token_closes_the_socket_with_4001() {
         open(&server, "/ws/lobby", &[bearer(&full)]).await.err(),
         Some(401)
     );
+}
+
+#[tokio::test]
+async fn logging_out_everywhere_closes_open_sockets_with_4001() {
+    let server = start(&[("RECHECK_SECS", "1")]);
+    let (full, _) = login(&server, "full").await;
+    let (reader, _) = login(&server, "reader").await;
+    let mut mine = opened(&server, "/ws/lobby", &[bearer(&full)]).await;
+    let mut theirs = opened(&server, "/ws/lobby", &[bearer(&reader)]).await;
+    // The reader is in the room once its (refused) message is answered.
+    theirs.send(Message::text("hi")).await.unwrap();
+    assert_eq!(next_json(&mut theirs).await["error"], "read_only");
+
+    let response = client()
+        .post(server.url("/logout-everywhere"))
+        .bearer_auth(&full)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    // Closed at the next check, long before the token's `exp` (30 min).
+    let closed = tokio::time::timeout(Duration::from_secs(5), close_code(&mut mine))
+        .await
+        .expect("the socket closes within a few checks");
+    assert_eq!(closed, 4001);
+    // The token is refused everywhere; a new login works.
+    let me = client()
+        .get(server.url("/me"))
+        .bearer_auth(&full)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
+    let (fresh, _) = login(&server, "full").await;
+    let mut again = opened(&server, "/ws/lobby", &[bearer(&fresh)]).await;
+    // Another user's socket was untouched: it hears the new one.
+    say(&mut again, "back").await;
+    let heard = tokio::time::timeout(Duration::from_secs(5), next_json(&mut theirs))
+        .await
+        .expect("the reader hears the new socket");
+    assert_eq!(heard["text"], "back");
+
+    let stderr = server.stop();
+    assert_eq!(stderr.matches("token revoked").count(), 1, "{stderr}");
 }
 
 #[tokio::test]
