@@ -379,6 +379,28 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
     /// then closes the user's open sockets within one interval, not at
     /// `exp`. A failing store is an error, not a revocation; the caller
     /// decides whether to keep the socket until the next check.
+    ///
+    /// ```no_run
+    /// # async fn socket_loop(auth: tower_auth::Authenticator<tower_auth::SimpleUser>, identity: tower_auth::Authenticated<tower_auth::SimpleUser>) {
+    /// use std::time::Duration;
+    /// use tower_auth::ws::CloseReason;
+    ///
+    /// let mut recheck = tokio::time::interval(Duration::from_secs(30));
+    /// loop {
+    ///     tokio::select! {
+    ///         _ = recheck.tick() => {
+    ///             if let Err(err) = auth.recheck(&identity).await {
+    ///                 if let Some(reason) = CloseReason::for_rejection(&err) {
+    ///                     // send a Close frame with reason.code() and reason.reason()
+    ///                     break;
+    ///                 }
+    ///             }
+    ///         }
+    ///         // ... the socket's own messages
+    ///     }
+    /// }
+    /// # }
+    /// ```
     pub async fn recheck(
         &self,
         identity: &Authenticated<U, X>,

@@ -93,6 +93,15 @@ impl CloseReason {
     /// for an error that says nothing about the identity (a failing store):
     /// keep the socket and check again later, or close it, as the app
     /// prefers.
+    ///
+    /// ```
+    /// use tower_auth::ws::CloseReason;
+    /// use tower_auth::{AuthError, TokenRejection};
+    ///
+    /// let revoked = AuthError::InvalidToken(TokenRejection::Revoked);
+    /// let close = CloseReason::for_rejection(&revoked).unwrap();
+    /// assert_eq!((close.code(), close.reason()), (4001, "token revoked"));
+    /// ```
     pub fn for_rejection(error: &AuthError) -> Option<CloseReason> {
         match error {
             AuthError::InvalidToken(TokenRejection::Expired) => Some(Self::TokenExpired),
