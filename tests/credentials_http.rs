@@ -257,6 +257,16 @@ async fn with_first_in_order_precedence_the_header_wins_over_the_cookie() {
     .await;
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(reply.text(), "johndoe");
+    // A stale cookie that is not even a token68 loses just the same: only
+    // the token used is checked.
+    let reply = send(
+        client()
+            .get(format!("{base}/me"))
+            .bearer_auth(&token)
+            .header(COOKIE, "at=not\\a\\token"),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
     // Bad header, good cookie: still the header, so the request fails.
     send(
         client()
