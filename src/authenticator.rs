@@ -332,21 +332,13 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
         found: UncheckedToken<'_>,
     ) -> Result<Authenticated<U, X>, AuthError> {
         let kind = found.kind();
-        let codec = &self.inner.codec;
-        let cache = self.inner.verified_tokens.as_ref();
-        if let Some(hit) = cache.and_then(|cache| cache.get(codec, found.bytes())) {
+        if let Some(hit) = self.cached_claims(found.bytes()) {
             self.inner.origin.check(parts, kind)?;
-            let claims = hit.map_err(AuthError::InvalidToken)?;
-            return self.load_user(claims, kind).await;
+            return self.load_user(hit?, kind).await;
         }
         let found = found.check()?;
         self.inner.origin.check(parts, kind)?;
-        let claims = match cache {
-            Some(cache) => cache
-                .verify_new(codec, &found.token)
-                .map_err(AuthError::InvalidToken)?,
-            None => Arc::new(codec.verify::<X>(&found.token)?),
-        };
+        let claims = self.verify_new(&found.token)?;
         self.load_user(claims, kind).await
     }
 
@@ -357,14 +349,30 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
         token: &str,
         credential: CredentialKind,
     ) -> Result<Authenticated<U, X>, AuthError> {
-        let codec = &self.inner.codec;
-        let claims = match &self.inner.verified_tokens {
-            Some(cache) => cache
-                .verify(codec, token)
-                .map_err(AuthError::InvalidToken)?,
-            None => Arc::new(codec.verify::<X>(token)?),
+        let claims = match self.cached_claims(token.as_bytes()) {
+            Some(hit) => hit?,
+            None => self.verify_new(token)?,
         };
         self.load_user(claims, credential).await
+    }
+
+    /// The claims the verified-token cache holds for `token`, re-checked
+    /// against the clock; `None` when it does not hold them (or is off).
+    fn cached_claims(&self, token: &[u8]) -> Option<Result<Arc<Claims<X>>, AuthError>> {
+        let cache = self.inner.verified_tokens.as_ref()?;
+        let hit = cache.get(&self.inner.codec, token)?;
+        Some(hit.map_err(AuthError::InvalidToken))
+    }
+
+    /// Verifies a token the cache does not hold, and caches its claims.
+    fn verify_new(&self, token: &str) -> Result<Arc<Claims<X>>, AuthError> {
+        let codec = &self.inner.codec;
+        match &self.inner.verified_tokens {
+            Some(cache) => cache
+                .verify_new(codec, token)
+                .map_err(AuthError::InvalidToken),
+            None => Ok(Arc::new(codec.verify::<X>(token)?)),
+        }
     }
 
     /// Checks again an identity authenticated earlier, for a connection that

@@ -84,15 +84,6 @@ impl<X: DeserializeOwned + Send + Sync + 'static> VerifiedTokens<X> {
         }
     }
 
-    /// [`TokenCodec::verify`] with the cache in front.
-    pub(crate) fn verify(
-        &self,
-        codec: &TokenCodec,
-        token: &str,
-    ) -> Result<Arc<Claims<X>>, TokenRejection> {
-        self.verify_at(codec, token, unix_now())
-    }
-
     /// The claims of `token` if it is here, re-checked against the clock
     /// (the hit that finds them expired drops them); `None` if it is not.
     /// It takes bytes: every token here was verified, so it is known to be
@@ -113,18 +104,6 @@ impl<X: DeserializeOwned + Send + Sync + 'static> VerifiedTokens<X> {
         token: &str,
     ) -> Result<Arc<Claims<X>>, TokenRejection> {
         self.verify_new_at(codec, token, unix_now())
-    }
-
-    fn verify_at(
-        &self,
-        codec: &TokenCodec,
-        token: &str,
-        now: u64,
-    ) -> Result<Arc<Claims<X>>, TokenRejection> {
-        match self.get_at(codec, token.as_bytes(), now) {
-            Some(cached) => cached,
-            None => self.verify_new_at(codec, token, now),
-        }
     }
 
     fn get_at(
@@ -199,6 +178,26 @@ mod tests {
         codec
             .issue(&codec.new_claims("u1", Scopes::none(), 0, ()))
             .unwrap()
+    }
+
+    /// What the authenticator does with a token: the cache, else a
+    /// verification that fills it.
+    impl VerifiedTokens<()> {
+        fn verify(&self, codec: &TokenCodec, token: &str) -> Result<Arc<Claims>, TokenRejection> {
+            self.verify_at(codec, token, unix_now())
+        }
+
+        fn verify_at(
+            &self,
+            codec: &TokenCodec,
+            token: &str,
+            now: u64,
+        ) -> Result<Arc<Claims>, TokenRejection> {
+            match self.get_at(codec, token.as_bytes(), now) {
+                Some(cached) => cached,
+                None => self.verify_new_at(codec, token, now),
+            }
+        }
     }
 
     fn cached(cache: &VerifiedTokens<()>, token: &str) -> bool {
