@@ -203,7 +203,7 @@ async fn join_room(
     }
     let permit = match state.sockets.try_acquire(&me.claims.sub) {
         Ok(permit) => permit,
-        Err(err) => return state.auth.error_response(&err).into_response(),
+        Err(err) => return state.auth.error_response(&err.into()).into_response(),
     };
     upgrade
         .protocols([SUBPROTOCOL])

@@ -12,17 +12,13 @@ use http::Response;
 use http::request::Parts;
 use http_body_util::Full;
 
+use crate::config::ConfigError;
 use crate::credentials::{CredentialKind, Credentials, UncheckedToken};
-use crate::error::{
-    AuthError, ConfigError, ErrorRenderer, GrantError, RenderError, TokenRejection, is_valid_realm,
-};
-use crate::limit::{RateLimit, RateLimitLayer};
-use crate::login::{PasswordGrant, TokenResponse};
+use crate::error::{AuthError, ErrorRenderer, RenderError, is_valid_realm};
 use crate::origin::OriginGuard;
-use crate::password::{PasswordError, PasswordHasher};
+use crate::password::PasswordHasher;
 use crate::refresh::SlidingExpiry;
-use crate::scope::{InvalidScope, RequireScopes, Scopes};
-use crate::token::{Claims, ExtraClaims, TokenCodec, VerifiedTokens, unix_now};
+use crate::token::{Claims, ExtraClaims, TokenCodec, TokenRejection, VerifiedTokens, unix_now};
 use crate::user::{AuthUser, DynUserStore, UserStore};
 
 /// An authenticated request's identity: the user as the store returned it
@@ -312,7 +308,7 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
         let result = match self.inner.credentials.find(parts) {
             Ok(Some(found)) => self.authenticate_found(parts, found).await.map(Some),
             Ok(None) => Ok(None),
-            Err(err) => Err(err),
+            Err(err) => Err(err.into()),
         };
         if let Err(err) = &result {
             log_rejection(err);
@@ -448,89 +444,6 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
         })
     }
 
-    /// The OAuth2 password grant: checks the password (off the async
-    /// workers), grants the requested scopes the user holds (all of them
-    /// when none are requested; `invalid_scope` when the user holds none of
-    /// those requested) and issues an access token. Unknown user,
-    /// wrong password and disabled user all give the same
-    /// [`GrantError::InvalidGrant`], at the same cost.
-    pub async fn login(&self, grant: &PasswordGrant) -> Result<TokenResponse, AuthError> {
-        let passwords = &self.inner.passwords;
-        let user = self
-            .inner
-            .store
-            .find_by_username(&grant.username)
-            .await
-            .map_err(|err| {
-                tracing::error!(error = %err, "user store failed during login");
-                AuthError::UserStore(err)
-            })?;
-        let Some((user, stored)) = user.as_ref().and_then(|u| Some((u, u.password_hash()?))) else {
-            passwords.verify_unknown_user(&grant.password).await;
-            tracing::info!(
-                outcome = "invalid_grant",
-                reason = "unknown_user",
-                "login refused"
-            );
-            return Err(GrantError::InvalidGrant.into());
-        };
-        let matches = match passwords.verify(&grant.password, stored).await {
-            Ok(matches) => matches,
-            Err(PasswordError::TooLong) => false,
-            Err(err) => {
-                tracing::error!(sub = user.subject(), error = %err, "stored password hash unusable");
-                false
-            }
-        };
-        if !matches || !user.is_active() {
-            let reason = if matches {
-                "inactive_user"
-            } else {
-                "wrong_password"
-            };
-            tracing::info!(
-                sub = user.subject(),
-                outcome = "invalid_grant",
-                reason,
-                "login refused"
-            );
-            return Err(GrantError::InvalidGrant.into());
-        }
-        let allowed = user.allowed_scopes();
-        let scope = match &grant.scope {
-            Some(requested) => requested.intersection(&allowed),
-            None => allowed,
-        };
-        // Asking only for scopes the user does not hold is `invalid_scope`
-        // (RFC 6749 §5.2), said only after the password is known to match.
-        if grant
-            .scope
-            .as_ref()
-            .is_some_and(|requested| !requested.is_empty())
-            && scope.is_empty()
-        {
-            return Err(GrantError::InvalidScope.into());
-        }
-        let codec = &self.inner.codec;
-        let claims = codec.new_claims(
-            user.subject(),
-            scope,
-            user.token_version(),
-            (self.inner.extra_claims)(user),
-        );
-        let access_token = codec.issue(&claims)?;
-        tracing::info!(
-            sub = user.subject(),
-            outcome = "token_issued",
-            "login succeeded"
-        );
-        Ok(TokenResponse::bearer(
-            access_token,
-            codec.access_lifetime(),
-            claims.scope,
-        ))
-    }
-
     /// Adds a renewed token to a successful `response` when the
     /// sliding-expiry policy says one is due for the request's `claims` (and
     /// `credential`, from [`Authenticated`]); does nothing without a policy.
@@ -563,22 +476,21 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
         self.inner.renderer.render(error)
     }
 
-    /// A layer that requires every scope in `scopes`, rendering its
-    /// rejections like this authenticator.
-    pub fn require_scopes<I, T>(&self, scopes: I) -> Result<RequireScopes, InvalidScope>
-    where
-        I: IntoIterator<Item = T>,
-        T: AsRef<str>,
-    {
-        Ok(RequireScopes::new(
-            Scopes::try_from_iter(scopes)?,
-            self.inner.renderer.clone(),
-        ))
-    }
-
-    #[cfg(feature = "axum")]
+    /// The renderer behind [`error_response`](Self::error_response), for
+    /// the guards and extractors that answer for this authenticator.
     pub(crate) fn renderer(&self) -> &ErrorRenderer {
         &self.inner.renderer
+    }
+
+    /// The app's user store, for [`login`](crate::login).
+    pub(crate) fn store(&self) -> &dyn DynUserStore<U> {
+        self.inner.store.as_ref()
+    }
+
+    /// The app's own claims for new tokens of `user`
+    /// ([`AuthenticatorBuilder::extra_claims`]).
+    pub(crate) fn extra_claims_for(&self, user: &U) -> X {
+        (self.inner.extra_claims)(user)
     }
 
     /// This authenticator without its types, for a request's extensions.
@@ -598,12 +510,6 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
     /// [`AuthenticatorBuilder::allowed_origins`]; `authenticate` applies it.
     pub fn origin_guard(&self) -> &OriginGuard {
         &self.inner.origin
-    }
-
-    /// A layer limiting each authenticated subject to `limit`, rendering its
-    /// 429s like this authenticator; see [`limit`](crate::limit).
-    pub fn limit_rate(&self, limit: RateLimit) -> RateLimitLayer {
-        RateLimitLayer::new(limit, self.inner.renderer.clone())
     }
 
     /// The token codec.
@@ -643,6 +549,7 @@ pub(crate) fn log_rejection(err: &AuthError) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scope::Scopes;
     use crate::token::Key;
     use crate::user::{MemoryUserStore, SimpleUser};
 

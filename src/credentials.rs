@@ -47,10 +47,26 @@ use http::header::{AUTHORIZATION, COOKIE, SEC_WEBSOCKET_PROTOCOL, UPGRADE};
 use http::request::Parts;
 use http::{HeaderValue, Method};
 
-use crate::error::{AuthError, ConfigError, TokenRejection};
+use crate::config::ConfigError;
 
 /// The default cap on a token's length, in bytes.
 pub const DEFAULT_MAX_TOKEN_LEN: usize = 8 * 1024;
+
+/// Why a request's credentials could not be read. The
+/// [`error`](crate::error) module renders it: `Malformed` as 400
+/// `invalid_request`, `TooLong` as 401 `invalid_token`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CredentialsRejection {
+    /// The credentials are malformed or ambiguous; the text (fixed, never
+    /// request data) says how.
+    #[error("malformed credentials: {0}")]
+    Malformed(&'static str),
+    /// The token is longer than [`Credentials::max_token_len`]; nothing
+    /// decoded it.
+    #[error("the token is too long")]
+    TooLong,
+}
 
 /// Where a token came from. The Origin guard and sliding expiry care:
 /// a cookie is an ambient credential, a header is not.
@@ -141,9 +157,9 @@ impl<'a> UncheckedToken<'a> {
     }
 
     /// A `token68`, or 400 `invalid_request`.
-    pub(crate) fn check(self) -> Result<FoundToken<'a>, AuthError> {
+    pub(crate) fn check(self) -> Result<FoundToken<'a>, CredentialsRejection> {
         let malformed = || {
-            AuthError::InvalidRequest(match self.kind {
+            CredentialsRejection::Malformed(match self.kind {
                 CredentialKind::Bearer => MALFORMED_BEARER,
                 _ => "malformed token",
             })
@@ -311,7 +327,10 @@ impl Credentials {
     }
 
     /// Finds the request's token. `Ok(None)`: no credentials at all.
-    pub fn extract<'a>(&self, parts: &'a Parts) -> Result<Option<FoundToken<'a>>, AuthError> {
+    pub fn extract<'a>(
+        &self,
+        parts: &'a Parts,
+    ) -> Result<Option<FoundToken<'a>>, CredentialsRejection> {
         self.find(parts)?.map(UncheckedToken::check).transpose()
     }
 
@@ -321,7 +340,7 @@ impl Credentials {
     pub(crate) fn find<'a>(
         &self,
         parts: &'a Parts,
-    ) -> Result<Option<UncheckedToken<'a>>, AuthError> {
+    ) -> Result<Option<UncheckedToken<'a>>, CredentialsRejection> {
         let mut found: Option<UncheckedToken<'a>> = None;
         for source in &self.sources {
             let token = match source {
@@ -334,7 +353,7 @@ impl Credentials {
             if found.is_some() {
                 match self.precedence {
                     Precedence::Reject => {
-                        return Err(AuthError::InvalidRequest(
+                        return Err(CredentialsRejection::Malformed(
                             "the token was sent by more than one method",
                         ));
                     }
@@ -349,21 +368,24 @@ impl Credentials {
         Ok(found)
     }
 
-    fn check_len(&self, token: &[u8]) -> Result<(), AuthError> {
+    fn check_len(&self, token: &[u8]) -> Result<(), CredentialsRejection> {
         if token.len() > self.max_token_len {
-            Err(AuthError::InvalidToken(TokenRejection::TooLong))
+            Err(CredentialsRejection::TooLong)
         } else {
             Ok(())
         }
     }
 
-    fn header_token<'a>(&self, parts: &'a Parts) -> Result<Option<Cow<'a, [u8]>>, AuthError> {
+    fn header_token<'a>(
+        &self,
+        parts: &'a Parts,
+    ) -> Result<Option<Cow<'a, [u8]>>, CredentialsRejection> {
         let mut values = parts.headers.get_all(AUTHORIZATION).iter();
         let Some(value) = values.next() else {
             return Ok(None);
         };
         if values.next().is_some() {
-            return Err(AuthError::InvalidRequest(
+            return Err(CredentialsRejection::Malformed(
                 "more than one Authorization header",
             ));
         }
@@ -378,7 +400,7 @@ impl Credentials {
         &self,
         parts: &'a Parts,
         name: &str,
-    ) -> Result<Option<Cow<'a, [u8]>>, AuthError> {
+    ) -> Result<Option<Cow<'a, [u8]>>, CredentialsRejection> {
         if !self.query_everywhere && !is_websocket_upgrade(parts) {
             return Ok(None);
         }
@@ -390,7 +412,7 @@ impl Credentials {
             return Ok(None);
         };
         if matches.next().is_some() {
-            return Err(AuthError::InvalidRequest(
+            return Err(CredentialsRejection::Malformed(
                 "the token query parameter is repeated",
             ));
         }
@@ -401,7 +423,7 @@ impl Credentials {
         &self,
         parts: &'a Parts,
         marker: &str,
-    ) -> Result<Option<Cow<'a, [u8]>>, AuthError> {
+    ) -> Result<Option<Cow<'a, [u8]>>, CredentialsRejection> {
         if !is_websocket_upgrade(parts) {
             return Ok(None);
         }
@@ -415,7 +437,7 @@ impl Credentials {
         &self,
         parts: &'a Parts,
         name: &str,
-    ) -> Result<Option<Cow<'a, [u8]>>, AuthError> {
+    ) -> Result<Option<Cow<'a, [u8]>>, CredentialsRejection> {
         let mut found = None;
         for line in parts.headers.get_all(COOKIE) {
             // A line that is not text cannot hold our cookie in a form we
@@ -426,7 +448,9 @@ impl Credentials {
                     continue;
                 }
                 if found.is_some() {
-                    return Err(AuthError::InvalidRequest("the token cookie is repeated"));
+                    return Err(CredentialsRejection::Malformed(
+                        "the token cookie is repeated",
+                    ));
                 }
                 found = Some(match cookie.value_raw() {
                     Some(raw) => Cow::Borrowed(raw),
@@ -441,7 +465,10 @@ impl Credentials {
     }
 
     /// Empty means absent; otherwise the length cap.
-    fn non_empty_token<'a>(&self, value: Cow<'a, str>) -> Result<Option<Cow<'a, [u8]>>, AuthError> {
+    fn non_empty_token<'a>(
+        &self,
+        value: Cow<'a, str>,
+    ) -> Result<Option<Cow<'a, [u8]>>, CredentialsRejection> {
         if value.is_empty() {
             return Ok(None);
         }
@@ -570,7 +597,7 @@ pub(crate) fn list_elements<'a>(
 fn token_after_marker<'a>(
     lines: http::header::GetAll<'a, HeaderValue>,
     marker: &str,
-) -> Result<Option<&'a str>, AuthError> {
+) -> Result<Option<&'a str>, CredentialsRejection> {
     let mut elements = list_elements(lines);
     let mut token = None;
     while let Some(element) = elements.next() {
@@ -578,11 +605,11 @@ fn token_after_marker<'a>(
             continue;
         }
         if token.is_some() {
-            return Err(AuthError::InvalidRequest(
+            return Err(CredentialsRejection::Malformed(
                 "the subprotocol marker is repeated",
             ));
         }
-        token = Some(elements.next().ok_or(AuthError::InvalidRequest(
+        token = Some(elements.next().ok_or(CredentialsRejection::Malformed(
             "the subprotocol marker is not followed by a token",
         ))?);
     }
@@ -594,7 +621,7 @@ fn token_after_marker<'a>(
 const MALFORMED_BEARER: &str = "malformed Bearer credentials";
 
 /// `Ok(None)` for another scheme; the bytes after `Bearer ` otherwise.
-fn parse_bearer(value: &HeaderValue) -> Result<Option<&[u8]>, AuthError> {
+fn parse_bearer(value: &HeaderValue) -> Result<Option<&[u8]>, CredentialsRejection> {
     let bytes = value.as_bytes();
     let scheme_len = bytes.iter().take_while(|b| is_tchar(**b)).count();
     if !bytes[..scheme_len].eq_ignore_ascii_case(b"bearer") {
@@ -602,7 +629,7 @@ fn parse_bearer(value: &HeaderValue) -> Result<Option<&[u8]>, AuthError> {
     }
     match &bytes[scheme_len..] {
         [b' ', token @ ..] if !token.is_empty() => Ok(Some(token)),
-        _ => Err(AuthError::InvalidRequest(MALFORMED_BEARER)),
+        _ => Err(CredentialsRejection::Malformed(MALFORMED_BEARER)),
     }
 }
 
@@ -731,7 +758,7 @@ mod tests {
             assert!(
                 matches!(
                     Credentials::bearer().extract(&p),
-                    Err(AuthError::InvalidRequest(_))
+                    Err(CredentialsRejection::Malformed(_))
                 ),
                 "{value:?}"
             );
@@ -740,7 +767,7 @@ mod tests {
         let p = parts(|b| b.header("authorization", non_ascii));
         assert!(matches!(
             Credentials::bearer().extract(&p),
-            Err(AuthError::InvalidRequest(_))
+            Err(CredentialsRejection::Malformed(_))
         ));
     }
 
@@ -752,7 +779,7 @@ mod tests {
         });
         assert!(matches!(
             Credentials::bearer().extract(&p),
-            Err(AuthError::InvalidRequest(_))
+            Err(CredentialsRejection::Malformed(_))
         ));
     }
 
@@ -774,7 +801,7 @@ mod tests {
         let upgrade = |uri: &'static str| parts(move |b| b.uri(uri).header("upgrade", "websocket"));
         assert!(matches!(
             all_sources().extract(&upgrade("/?token=a&token=a")),
-            Err(AuthError::InvalidRequest(_))
+            Err(CredentialsRejection::Malformed(_))
         ));
         assert!(
             all_sources()
@@ -785,7 +812,7 @@ mod tests {
         let two_cookies = parts(|b| b.header("cookie", "at=a").header("cookie", "x=1; at=a"));
         assert!(matches!(
             all_sources().extract(&two_cookies),
-            Err(AuthError::InvalidRequest(_))
+            Err(CredentialsRejection::Malformed(_))
         ));
         assert!(
             all_sources()
@@ -803,7 +830,7 @@ mod tests {
         });
         assert!(matches!(
             all_sources().extract(&p),
-            Err(AuthError::InvalidRequest(_))
+            Err(CredentialsRejection::Malformed(_))
         ));
         let first = all_sources().precedence(Precedence::FirstInOrder);
         assert_eq!(first.extract(&p).unwrap().unwrap().token, "h");
@@ -822,7 +849,7 @@ mod tests {
         // ... and without, two methods are refused whatever they hold.
         assert!(matches!(
             all_sources().extract(&p),
-            Err(AuthError::InvalidRequest(
+            Err(CredentialsRejection::Malformed(
                 "the token was sent by more than one method"
             ))
         ));
@@ -830,12 +857,12 @@ mod tests {
         let p = parts(|b| b.header("cookie", "at=bad\\token"));
         assert!(matches!(
             all_sources().extract(&p),
-            Err(AuthError::InvalidRequest("malformed token"))
+            Err(CredentialsRejection::Malformed("malformed token"))
         ));
         let p = parts(|b| b.header("authorization", "Bearer a\u{e9}"));
         assert!(matches!(
             all_sources().extract(&p),
-            Err(AuthError::InvalidRequest(MALFORMED_BEARER))
+            Err(CredentialsRejection::Malformed(MALFORMED_BEARER))
         ));
     }
 
@@ -845,7 +872,7 @@ mod tests {
         let p = parts(|b| b.header("authorization", format!("Bearer {token}")));
         assert!(matches!(
             Credentials::bearer().extract(&p),
-            Err(AuthError::InvalidToken(TokenRejection::TooLong))
+            Err(CredentialsRejection::TooLong)
         ));
     }
 
@@ -905,7 +932,7 @@ mod tests {
             assert!(
                 matches!(
                     sources.extract(&upgrade(bad)),
-                    Err(AuthError::InvalidRequest(_))
+                    Err(CredentialsRejection::Malformed(_))
                 ),
                 "{bad:?}"
             );
@@ -917,7 +944,7 @@ mod tests {
         });
         assert!(matches!(
             sources.extract(&both),
-            Err(AuthError::InvalidRequest(_))
+            Err(CredentialsRejection::Malformed(_))
         ));
         assert!(
             Credentials::bearer()

@@ -34,12 +34,13 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
+use crate::credentials::CredentialsRejection;
+use crate::grant::GrantError;
 use crate::limit::LimitExceeded;
 use crate::origin::OriginRejection;
 use crate::scope::Scopes;
-
-/// A boxed error from the application's user store.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+use crate::token::{SigningError, TokenRejection};
+use crate::user::BoxError;
 
 /// Why a request was not authenticated (or a login refused).
 ///
@@ -83,156 +84,40 @@ pub enum AuthError {
     Grant(#[from] GrantError),
 }
 
-/// Why a token was refused. Each has a stable reason code for logs and
-/// metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TokenRejection {
-    /// Longer than the configured cap; refused before decoding.
-    TooLong,
-    /// Not a well-formed JWT, or its claims have the wrong shape.
-    Malformed,
-    /// The signature does not verify.
-    BadSignature,
-    /// The header names an algorithm other than its key's.
-    AlgorithmMismatch,
-    /// The header's `kid` names no configured key.
-    UnknownKey,
-    /// The header carries `crit` (RFC 7515 §4.1.11).
-    CriticalHeader,
-    /// Not an access token (`typ` is not `at+jwt`).
-    WrongType,
-    /// `exp` is in the past.
-    Expired,
-    /// `nbf` is in the future.
-    NotYetValid,
-    /// `iss` is missing or not the configured issuer.
-    WrongIssuer,
-    /// `aud` is missing or names none of the configured audiences.
-    WrongAudience,
-    /// Both `scope` and `scp` are present.
-    ConflictingScopes,
-    /// The subject is not in the user store.
-    UnknownUser,
-    /// The user is disabled.
-    InactiveUser,
-    /// The token's version is older than the user's (password change,
-    /// "log out everywhere").
-    Revoked,
-}
+// Each room below returns its own rejection; here they become the one
+// error that is rendered.
 
-impl TokenRejection {
-    /// A stable, machine-readable code for logs and metrics.
-    pub fn reason_code(self) -> &'static str {
-        match self {
-            Self::TooLong => "too_long",
-            Self::Malformed => "malformed",
-            Self::BadSignature => "bad_signature",
-            Self::AlgorithmMismatch => "algorithm_mismatch",
-            Self::UnknownKey => "unknown_key",
-            Self::CriticalHeader => "critical_header",
-            Self::WrongType => "wrong_type",
-            Self::Expired => "expired",
-            Self::NotYetValid => "not_yet_valid",
-            Self::WrongIssuer => "wrong_issuer",
-            Self::WrongAudience => "wrong_audience",
-            Self::ConflictingScopes => "conflicting_scopes",
-            Self::UnknownUser => "unknown_user",
-            Self::InactiveUser => "inactive_user",
-            Self::Revoked => "revoked",
-        }
-    }
-
-    /// The text sent to the client. User-related reasons share one text so a
-    /// token holder learns nothing about the account.
-    fn description(self) -> &'static str {
-        match self {
-            Self::TooLong => "the access token is too long",
-            Self::Expired => "the access token expired",
-            Self::NotYetValid => "the access token is not valid yet",
-            Self::UnknownUser | Self::InactiveUser | Self::Revoked => {
-                "the access token has been revoked"
-            }
-            _ => "the access token is invalid",
+impl From<CredentialsRejection> for AuthError {
+    fn from(rejection: CredentialsRejection) -> Self {
+        match rejection {
+            CredentialsRejection::Malformed(what) => AuthError::InvalidRequest(what),
+            CredentialsRejection::TooLong => AuthError::InvalidToken(TokenRejection::TooLong),
         }
     }
 }
 
-/// Token-endpoint errors (RFC 6749 §5.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum GrantError {
-    /// A required field is missing or repeated, or the form is malformed.
-    #[error("invalid_request: {0}")]
-    InvalidRequest(&'static str),
-    /// Wrong password, unknown user or disabled user: one answer for all
-    /// three so the endpoint does not reveal which usernames exist.
-    #[error("invalid_grant")]
-    InvalidGrant,
-    /// `grant_type` is present and is not `password`.
-    #[error("unsupported_grant_type")]
-    UnsupportedGrantType,
-    /// The requested `scope` is malformed, or names only scopes the user
-    /// may not be granted.
-    #[error("invalid_scope")]
-    InvalidScope,
-    /// The body is not `application/x-www-form-urlencoded`.
-    #[error("unsupported media type")]
-    UnsupportedMediaType,
-    /// The body is larger than the endpoint accepts.
-    #[error("payload too large")]
-    PayloadTooLarge,
+impl From<TokenRejection> for AuthError {
+    fn from(rejection: TokenRejection) -> Self {
+        AuthError::InvalidToken(rejection)
+    }
 }
 
-/// A configuration the crate refuses when it is built, before any request.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// Neither crypto feature is enabled and no provider was given.
-    #[error(
-        "no jsonwebtoken crypto provider: enable tower-auth's `aws_lc_rs` or `rust_crypto` feature, or pass one to TokenCodecBuilder::crypto_provider"
-    )]
-    NoCryptoBackend,
-    /// An HMAC secret shorter than [`MIN_HMAC_SECRET_LEN`](crate::token::MIN_HMAC_SECRET_LEN).
-    #[error("the HMAC secret must be at least 32 bytes")]
-    SecretTooShort,
-    /// The key material does not fit the algorithm.
-    #[error("the key is not a valid {0:?} key")]
-    InvalidKey(jsonwebtoken::Algorithm),
-    /// A constructor was given an algorithm of another family.
-    #[error("{0:?} needs a different kind of key")]
-    WrongKeyType(jsonwebtoken::Algorithm),
-    /// The signing key is a verify-only key.
-    #[error("the signing key has no private part")]
-    NotASigningKey,
-    /// A token signed with the signing key does not verify with its public
-    /// part.
-    #[error("the signing key's private and public parts do not match")]
-    KeyPairMismatch,
-    /// A key set of several keys has a key without `kid`.
-    #[error("every key in a key set needs a kid")]
-    MissingKid,
-    /// Two keys share a `kid`.
-    #[error("two keys share a kid")]
-    DuplicateKid,
-    /// The realm cannot stand in a `WWW-Authenticate` quoted-string.
-    #[error("the realm must be non-empty visible ASCII without quotes or backslashes")]
-    InvalidRealm,
-    /// A lifetime or limit that cannot work.
-    #[error("{0}")]
-    Lifetime(&'static str),
-    /// A credential source setting that cannot work.
-    #[error("{0}")]
-    Credentials(&'static str),
-    /// A password-hashing setting that cannot work.
-    #[error("{0}")]
-    Password(&'static str),
-    /// An allowed origin that is not `scheme://host[:port]`.
-    #[error("{0}")]
-    Origin(&'static str),
-    /// A rate or connection limit that cannot work.
-    #[error("{0}")]
-    Limit(&'static str),
+impl From<OriginRejection> for AuthError {
+    fn from(rejection: OriginRejection) -> Self {
+        AuthError::Origin(rejection)
+    }
+}
+
+impl From<LimitExceeded> for AuthError {
+    fn from(exceeded: LimitExceeded) -> Self {
+        AuthError::LimitExceeded(exceeded)
+    }
+}
+
+impl From<SigningError> for AuthError {
+    fn from(_: SigningError) -> Self {
+        AuthError::Internal("signing the access token failed")
+    }
 }
 
 /// The body type of every response this crate builds.
@@ -361,18 +246,22 @@ fn status_code_description(error: &AuthError) -> (StatusCode, &'static str, Stri
         AuthError::InvalidToken(reason) => (
             S::UNAUTHORIZED,
             "invalid_token",
-            reason.description().into(),
+            token_description(*reason).into(),
         ),
         AuthError::InsufficientScope { missing, .. } => (
             S::FORBIDDEN,
             "insufficient_scope",
             format!("the access token lacks the scope: {missing}"),
         ),
-        AuthError::Origin(reason) => (S::FORBIDDEN, "invalid_origin", reason.description().into()),
+        AuthError::Origin(reason) => (
+            S::FORBIDDEN,
+            "invalid_origin",
+            origin_description(*reason).into(),
+        ),
         AuthError::LimitExceeded(limit) => (
             S::TOO_MANY_REQUESTS,
             "too_many_requests",
-            limit.description().into(),
+            limit_description(*limit).into(),
         ),
         AuthError::UserStore(_) => (
             S::SERVICE_UNAVAILABLE,
@@ -408,6 +297,34 @@ fn status_code_description(error: &AuthError) -> (StatusCode, &'static str, Stri
                 "the request body is too large".into(),
             ),
         },
+    }
+}
+
+/// The text sent to the client for a refused token. User-related reasons
+/// share one text so a token holder learns nothing about the account.
+fn token_description(rejection: TokenRejection) -> &'static str {
+    use TokenRejection as R;
+    match rejection {
+        R::TooLong => "the access token is too long",
+        R::Expired => "the access token expired",
+        R::NotYetValid => "the access token is not valid yet",
+        R::UnknownUser | R::InactiveUser | R::Revoked => "the access token has been revoked",
+        _ => "the access token is invalid",
+    }
+}
+
+fn origin_description(rejection: OriginRejection) -> &'static str {
+    match rejection {
+        OriginRejection::Missing => "a cookie-authenticated request must say where it comes from",
+        OriginRejection::Null => "requests from an opaque origin may not use the session cookie",
+        OriginRejection::NotAllowed => "this origin may not use the session cookie",
+    }
+}
+
+fn limit_description(exceeded: LimitExceeded) -> &'static str {
+    match exceeded {
+        LimitExceeded::Rate { .. } => "too many requests; slow down",
+        LimitExceeded::Connections => "too many open connections for this user",
     }
 }
 

@@ -21,15 +21,14 @@
 //!
 //! # Modules
 //!
-//! One concept each: [`credentials`] (where a token is found),
-//! [`token`] (keys, verification, issuing), [`user`] (your users),
-//! [`password`] (argon2id off the async workers), [`login`] (the OAuth2
-//! password grant, cookie sessions), [`refresh`] (sliding expiry),
-//! [`scope`] (scopes and route requirements), [`origin`] (the Origin guard
-//! for cookies and WebSocket upgrades), [`limit`] (per-user rates and
-//! connection caps), [`ws`] (close codes, token expiry in a socket loop),
-//! [`layer`] (the tower layer), [`error`] (the one renderer of errors), and
-//! `axum` (extractors and handlers, feature `axum`).
+//! One concept each, on three floors; imports run one way, from the core up
+//! through the road to the surfaces:
+//!
+//! | floor | rooms |
+//! | --- | --- |
+//! | core | [`config`] (the configuration error), [`scope`] (scope sets), [`credentials`] (where a token is found), [`origin`] (the Origin rules for cookies and WebSocket upgrades), [`token`] (keys, verification, issuing), [`password`] (argon2id off the async workers), [`user`] (your users), [`limit`] (per-user rates and connection caps), [`grant`] (the OAuth2 token endpoint's wire format) — each with its own rejection type |
+//! | road | [`error`] (`AuthError` and the one renderer of errors), [`refresh`] (sliding expiry), [`authenticator`] (the road itself), [`login`] (the password grant, cookie sessions) |
+//! | surfaces | [`layer`] (the tower layer), [`guard`] (scope and rate guards), [`ws`] (close codes, token expiry in a socket loop), `axum` (extractors and handlers, feature `axum`) |
 //!
 //! # Quick start (axum)
 //!
@@ -74,31 +73,46 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+// The rooms, floor by floor: a room imports only from rooms on its own
+// floor listed before it and from the floors below, never from above
+// (`tests/module_floors.rs` checks it).
+//
+// Core: one concept each, each with its own rejection type.
+pub mod config;
+pub mod scope;
+pub mod credentials;
+pub mod origin;
+pub mod token;
+pub mod password;
+pub mod user;
+pub mod limit;
+pub mod grant;
+// The road: the one error that is rendered, and the Authenticator.
+pub mod error;
+pub mod refresh;
 pub mod authenticator;
+pub mod login;
+// Surfaces: what servers mount.
+pub mod layer;
+pub mod guard;
+pub mod ws;
 #[cfg(feature = "axum")]
 pub mod axum;
-pub mod credentials;
-pub mod error;
-pub mod layer;
-pub mod limit;
-pub mod login;
-pub mod origin;
-pub mod password;
-pub mod refresh;
-pub mod scope;
-pub mod token;
-pub mod user;
-pub mod ws;
 
 pub use authenticator::{Authenticated, Authenticator, AuthenticatorBuilder};
-pub use credentials::{CredentialKind, Credentials, Precedence, SessionCookie, TokenSource};
-pub use error::{AuthError, ConfigError, GrantError, RenderError, TokenRejection};
+pub use config::ConfigError;
+pub use credentials::{
+    CredentialKind, Credentials, CredentialsRejection, Precedence, SessionCookie, TokenSource,
+};
+pub use error::{AuthError, RenderError};
+pub use grant::GrantError;
+pub use guard::RequireScopes;
 pub use jsonwebtoken::Algorithm;
 pub use layer::{AuthLayer, AuthService};
 pub use limit::{ConnectionLimit, RateLimit};
 pub use origin::OriginGuard;
 pub use password::{PasswordError, PasswordHasher};
 pub use refresh::{Renewal, SlidingExpiry};
-pub use scope::{RequireScopes, Scopes};
-pub use token::{Claims, Key, TokenCodec};
+pub use scope::Scopes;
+pub use token::{Claims, Key, TokenCodec, TokenRejection};
 pub use user::{AuthUser, MemoryUserStore, SimpleUser, UserStore};

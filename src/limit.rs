@@ -7,14 +7,14 @@
 //! user's limit is shared by all of their tokens, sockets and tabs.
 //!
 //! - On HTTP routes, [`Authenticator::limit_rate`](crate::Authenticator::limit_rate)
-//!   makes a tower layer ([`RateLimitLayer`]) to put inside an
+//!   makes a tower layer ([`RateLimitLayer`](crate::guard::RateLimitLayer)) to put inside an
 //!   [`AuthLayer`](crate::AuthLayer): it answers 429 `too_many_requests`
 //!   with `Retry-After` once a subject goes over the rate. Anonymous
 //!   requests (no subject) pass: this is a per-user
 //!   limit, not authentication; limit anonymous traffic by address with
 //!   another layer (e.g. `tower_governor`).
 //! - In a WebSocket handler, call [`ConnectionLimit::try_acquire`] before the
-//!   upgrade (its error renders as 429 through
+//!   upgrade (its error, turned into an `AuthError`, renders as 429 through
 //!   [`Authenticator::error_response`](crate::Authenticator::error_response)),
 //!   move the [`ConnectionPermit`] into the socket task, and the slot is free
 //!   again when the task drops it; call [`RateLimit::check`] for each
@@ -40,23 +40,17 @@ use std::collections::HashMap;
 use std::fmt;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
-use http::{Request, Response};
-use http_body_util::{Either, Full};
-use tower_layer::Layer;
-use tower_service::Service;
 
-use crate::error::{AuthError, ConfigError, ErrorRenderer};
-use crate::layer::{EitherFuture, LayerContext};
+use crate::config::ConfigError;
 
-/// Which limit was exceeded; the error is
-/// [`AuthError::LimitExceeded`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which limit was exceeded. Rendered as 429 `too_many_requests` by the
+/// [`error`](crate::error) module (as `AuthError::LimitExceeded`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("limit exceeded: {}", self.reason_code())]
 #[non_exhaustive]
 pub enum LimitExceeded {
     /// A [`RateLimit`]: try again after `retry_after` (sent as
@@ -83,13 +77,6 @@ impl LimitExceeded {
         match self {
             Self::Rate { retry_after } => Some(retry_after),
             Self::Connections => None,
-        }
-    }
-
-    pub(crate) fn description(self) -> &'static str {
-        match self {
-            Self::Rate { .. } => "too many requests; slow down",
-            Self::Connections => "too many open connections for this user",
         }
     }
 }
@@ -135,17 +122,15 @@ impl RateLimit {
         Self::new(max, Duration::from_secs(60))
     }
 
-    /// Counts one event for `subject`; [`AuthError::LimitExceeded`] (with
-    /// the wait) when it is over the rate. A refused event is not counted.
-    pub fn check(&self, subject: &str) -> Result<(), AuthError> {
+    /// Counts one event for `subject`; [`LimitExceeded::Rate`] (with the
+    /// wait) when it is over the rate. A refused event is not counted.
+    pub fn check(&self, subject: &str) -> Result<(), LimitExceeded> {
         match self.limiter.check_key(&subject.to_owned()) {
             Ok(()) => Ok(()),
             Err(not_until) => {
                 let retry_after = not_until.wait_time_from(DefaultClock::default().now());
                 tracing::debug!(sub = subject, outcome = "rate_limited", "limit exceeded");
-                Err(AuthError::LimitExceeded(LimitExceeded::Rate {
-                    retry_after,
-                }))
+                Err(LimitExceeded::Rate { retry_after })
             }
         }
     }
@@ -190,10 +175,10 @@ impl ConnectionLimit {
         })
     }
 
-    /// Takes a slot for `subject`, or [`AuthError::LimitExceeded`] (429)
+    /// Takes a slot for `subject`, or [`LimitExceeded::Connections`] (429)
     /// when all of theirs are taken. Hold the permit for as long as the
     /// connection is open.
-    pub fn try_acquire(&self, subject: &str) -> Result<ConnectionPermit, AuthError> {
+    pub fn try_acquire(&self, subject: &str) -> Result<ConnectionPermit, LimitExceeded> {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         let count = open.entry(subject.to_owned()).or_insert(0);
         if *count >= self.max {
@@ -202,7 +187,7 @@ impl ConnectionLimit {
                 outcome = "connection_limit",
                 "limit exceeded"
             );
-            return Err(AuthError::LimitExceeded(LimitExceeded::Connections));
+            return Err(LimitExceeded::Connections);
         }
         *count += 1;
         Ok(ConnectionPermit {
@@ -245,78 +230,6 @@ impl Drop for ConnectionPermit {
     }
 }
 
-/// A tower layer limiting each subject's request rate; see the
-/// [module docs](self). Build it with
-/// [`Authenticator::limit_rate`](crate::Authenticator::limit_rate) and put it
-/// inside an [`AuthLayer`](crate::AuthLayer).
-///
-/// ```
-/// # use tower_auth::{AuthLayer, Authenticator, SimpleUser};
-/// # use tower_auth::limit::RateLimit;
-/// # fn app(auth: Authenticator<SimpleUser>, router: axum::Router) -> axum::Router {
-/// router
-///     .layer(auth.limit_rate(RateLimit::per_minute(600).expect("a valid rate")))
-///     .layer(AuthLayer::required(auth))
-/// # }
-/// ```
-#[derive(Clone)]
-pub struct RateLimitLayer {
-    limit: RateLimit,
-    renderer: ErrorRenderer,
-}
-
-impl RateLimitLayer {
-    pub(crate) fn new(limit: RateLimit, renderer: ErrorRenderer) -> Self {
-        RateLimitLayer { limit, renderer }
-    }
-}
-
-impl<S> Layer<S> for RateLimitLayer {
-    type Service = RateLimitService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RateLimitService {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
-
-/// The service made by [`RateLimitLayer`].
-#[derive(Clone)]
-pub struct RateLimitService<S> {
-    inner: S,
-    layer: RateLimitLayer,
-}
-
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimitService<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-{
-    type Response = Response<Either<ResBody, Full<Bytes>>>;
-    type Error = S::Error;
-    type Future = EitherFuture<S::Future, ResBody, S::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let subject = req
-            .extensions()
-            .get::<LayerContext>()
-            .and_then(LayerContext::subject);
-        let verdict = match subject {
-            Some(subject) => self.layer.limit.check(subject),
-            None => Ok(()),
-        };
-        match verdict {
-            Ok(()) => EitherFuture::inner(self.inner.call(req)),
-            Err(err) => EitherFuture::rejected(self.layer.renderer.render(&err)),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,7 +242,7 @@ mod tests {
         }
         for _ in 0..5 {
             match limit.check("a") {
-                Err(AuthError::LimitExceeded(LimitExceeded::Rate { retry_after })) => {
+                Err(LimitExceeded::Rate { retry_after }) => {
                     assert!(retry_after > Duration::ZERO);
                 }
                 other => panic!("{other:?}"),
@@ -353,7 +266,7 @@ mod tests {
         let b = limit.try_acquire("u").unwrap();
         assert!(matches!(
             limit.try_acquire("u"),
-            Err(AuthError::LimitExceeded(LimitExceeded::Connections))
+            Err(LimitExceeded::Connections)
         ));
         let other = limit.try_acquire("v").unwrap();
         drop(a);

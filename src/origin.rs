@@ -36,9 +36,10 @@
 //! - With no allowed origins configured, only same-origin browser requests
 //!   pass: the guard is always on for the cookie source.
 //!
-//! The refusal is [`AuthError::Origin`] (403, no `WWW-Authenticate`
-//! challenge: the credentials themselves are fine); see the
-//! [`error`](crate::error) module for its body.
+//! The refusal is an [`OriginRejection`], rendered as
+//! [`AuthError::Origin`](crate::AuthError::Origin) (403, no
+//! `WWW-Authenticate` challenge: the credentials themselves are fine); see
+//! the [`error`](crate::error) module for its body.
 //!
 //! Login and logout, which set or clear the cookie, use the lighter
 //! [`OriginGuard::check_session_change`]: a browser that says where it is
@@ -58,8 +59,8 @@ use http::header::ORIGIN;
 use http::request::Parts;
 use http::{HeaderName, Method, Uri};
 
+use crate::config::ConfigError;
 use crate::credentials::{CredentialKind, is_websocket_upgrade};
-use crate::error::{AuthError, ConfigError};
 
 /// The `Sec-Fetch-Site` request header (Fetch Metadata).
 pub const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
@@ -85,14 +86,6 @@ impl OriginRejection {
             Self::Missing => "origin_missing",
             Self::Null => "origin_null",
             Self::NotAllowed => "origin_not_allowed",
-        }
-    }
-
-    pub(crate) fn description(self) -> &'static str {
-        match self {
-            Self::Missing => "a cookie-authenticated request must say where it comes from",
-            Self::Null => "requests from an opaque origin may not use the session cookie",
-            Self::NotAllowed => "this origin may not use the session cookie",
         }
     }
 }
@@ -138,16 +131,16 @@ impl OriginGuard {
 
     /// The rule for a request authenticated by `credential`; see the
     /// [module docs](self). Only [`CredentialKind::Cookie`] is checked.
-    pub fn check(&self, parts: &Parts, credential: CredentialKind) -> Result<(), AuthError> {
+    pub fn check(&self, parts: &Parts, credential: CredentialKind) -> Result<(), OriginRejection> {
         if credential != CredentialKind::Cookie {
             return Ok(());
         }
         let origin = single_header(parts, &ORIGIN);
         if is_websocket_upgrade(parts) {
             match origin {
-                Header::Absent => return Err(AuthError::Origin(OriginRejection::Missing)),
+                Header::Absent => return Err(OriginRejection::Missing),
                 Header::One("null") => {
-                    return Err(AuthError::Origin(OriginRejection::Null));
+                    return Err(OriginRejection::Null);
                 }
                 _ => {}
             }
@@ -160,7 +153,7 @@ impl OriginGuard {
     /// The rule for login and logout (which set or clear the cookie): a
     /// request that carries `Origin` or `Sec-Fetch-Site` must be allowed or
     /// same-origin; one carrying neither passes.
-    pub fn check_session_change(&self, parts: &Parts) -> Result<(), AuthError> {
+    pub fn check_session_change(&self, parts: &Parts) -> Result<(), OriginRejection> {
         let origin = single_header(parts, &ORIGIN);
         self.allowed_or_same_origin(parts, origin, false)
     }
@@ -170,22 +163,22 @@ impl OriginGuard {
         parts: &Parts,
         origin: Header<'_>,
         require_headers: bool,
-    ) -> Result<(), AuthError> {
+    ) -> Result<(), OriginRejection> {
         let fetch_site = single_header(parts, &SEC_FETCH_SITE);
         if matches!(fetch_site, Header::One("same-origin")) {
             return Ok(());
         }
         match origin {
             Header::One(value) if self.is_allowed(value) => Ok(()),
-            Header::One("null") => Err(AuthError::Origin(OriginRejection::Null)),
+            Header::One("null") => Err(OriginRejection::Null),
             Header::Absent if matches!(fetch_site, Header::Absent) => {
                 if require_headers {
-                    Err(AuthError::Origin(OriginRejection::Missing))
+                    Err(OriginRejection::Missing)
                 } else {
                     Ok(())
                 }
             }
-            _ => Err(AuthError::Origin(OriginRejection::NotAllowed)),
+            _ => Err(OriginRejection::NotAllowed),
         }
     }
 }
@@ -276,12 +269,8 @@ mod tests {
         b.body(()).unwrap().into_parts().0
     }
 
-    fn rejection(r: Result<(), AuthError>) -> Option<OriginRejection> {
-        match r {
-            Ok(()) => None,
-            Err(AuthError::Origin(reason)) => Some(reason),
-            Err(other) => panic!("unexpected {other:?}"),
-        }
+    fn rejection(r: Result<(), OriginRejection>) -> Option<OriginRejection> {
+        r.err()
     }
 
     #[test]

@@ -23,7 +23,7 @@ use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
 use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::{OnceCell, Semaphore};
 
-use crate::error::ConfigError;
+use crate::config::ConfigError;
 
 /// The default cap on a password's length, in bytes.
 pub const DEFAULT_MAX_PASSWORD_LEN: usize = 1024;

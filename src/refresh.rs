@@ -43,8 +43,8 @@ use std::time::Duration;
 use http::header::{CACHE_CONTROL, SET_COOKIE};
 use http::{HeaderName, HeaderValue, Response};
 
+use crate::config::ConfigError;
 use crate::credentials::{CredentialKind, Credentials};
-use crate::error::ConfigError;
 use crate::token::{Claims, TokenCodec, new_jti, unix_now};
 
 /// The default name of the response header carrying a renewed token.

@@ -1,30 +1,19 @@
-//! Scopes (RFC 6749 §3.3) and route-level scope requirements.
+//! Scopes (RFC 6749 §3.3): sets of scope tokens.
 //!
 //! A [`Scopes`] value is a set of scope tokens. It travels in tokens as the
 //! space-separated `scope` claim and is cheap to clone (the set sits behind an
 //! `Arc`), so the layer can hand it to every check on a request without
 //! copying strings.
 //!
-//! [`RequireScopes`] is a tower layer that answers 403 `insufficient_scope`
-//! when the request's identity lacks a scope, and 401 when the request has no
-//! identity at all (a 403 is never given to an anonymous request). Build it
-//! with [`Authenticator::require_scopes`](crate::Authenticator::require_scopes)
-//! so its rejections are rendered like every other rejection.
+//! Route-level requirements are guards:
+//! [`RequireScopes`](crate::guard::RequireScopes) and the axum `Scoped`
+//! extractor check a request's scopes against a set of these.
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::{Either, Full};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use tower_layer::Layer;
-use tower_service::Service;
-
-use crate::error::{AuthError, ErrorRenderer};
-use crate::layer::LayerContext;
 
 /// A set of OAuth2 scope tokens, ordered and without duplicates.
 ///
@@ -141,96 +130,6 @@ impl<'de> Deserialize<'de> for Scopes {
     }
 }
 
-/// A tower layer that requires every listed scope; see the
-/// [module docs](self). Place it inside (after) an
-/// [`AuthLayer`](crate::AuthLayer).
-///
-/// ```
-/// # use tower_auth::{Authenticator, MemoryUserStore, TokenCodec, Key, SimpleUser};
-/// # fn demo(auth: Authenticator<SimpleUser>) {
-/// let needs_me = auth.require_scopes(["me"]).expect("valid scope names");
-/// # }
-/// ```
-#[derive(Clone)]
-pub struct RequireScopes {
-    required: Scopes,
-    renderer: ErrorRenderer,
-}
-
-impl RequireScopes {
-    pub(crate) fn new(required: Scopes, renderer: ErrorRenderer) -> Self {
-        Self { required, renderer }
-    }
-
-    /// Checks `granted` (None for an anonymous request) against the
-    /// requirement.
-    pub fn check(&self, granted: Option<&Scopes>) -> Result<(), AuthError> {
-        check_scopes(&self.required, granted)
-    }
-}
-
-/// The one scope check: anonymous -> 401, lacking -> 403 naming what is
-/// missing.
-pub(crate) fn check_scopes(required: &Scopes, granted: Option<&Scopes>) -> Result<(), AuthError> {
-    let granted = granted.ok_or_else(|| AuthError::MissingCredentials)?;
-    let missing = granted.missing(required);
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(AuthError::InsufficientScope {
-            required: required.clone(),
-            missing,
-        })
-    }
-}
-
-impl<S> Layer<S> for RequireScopes {
-    type Service = RequireScopesService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RequireScopesService {
-            inner,
-            requirement: self.clone(),
-        }
-    }
-}
-
-/// The service made by [`RequireScopes`].
-#[derive(Clone)]
-pub struct RequireScopesService<S> {
-    inner: S,
-    requirement: RequireScopes,
-}
-
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequireScopesService<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-{
-    type Response = Response<Either<ResBody, Full<Bytes>>>;
-    type Error = S::Error;
-    type Future = crate::layer::EitherFuture<S::Future, ResBody, S::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        if req.method() == http::Method::OPTIONS {
-            return crate::layer::EitherFuture::inner(self.inner.call(req));
-        }
-        let granted = req
-            .extensions()
-            .get::<LayerContext>()
-            .and_then(LayerContext::scopes);
-        match self.requirement.check(granted) {
-            Ok(()) => crate::layer::EitherFuture::inner(self.inner.call(req)),
-            Err(err) => {
-                crate::layer::EitherFuture::rejected(self.requirement.renderer.render(&err))
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,20 +146,6 @@ mod tests {
         let granted = Scopes::parse("me").unwrap();
         let required = Scopes::parse("me items").unwrap();
         assert_eq!(granted.missing(&required).to_string(), "items");
-    }
-
-    #[test]
-    fn anonymous_is_401_not_403() {
-        let required = Scopes::parse("me").unwrap();
-        assert!(matches!(
-            check_scopes(&required, None),
-            Err(AuthError::MissingCredentials)
-        ));
-        let none = Scopes::none();
-        assert!(matches!(
-            check_scopes(&required, Some(&none)),
-            Err(AuthError::InsufficientScope { .. })
-        ));
     }
 
     proptest! {

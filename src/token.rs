@@ -47,11 +47,78 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey, Header}
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{AuthError, ConfigError, TokenRejection};
+use crate::config::ConfigError;
 use crate::scope::Scopes;
 
 mod cache;
 pub(crate) use cache::VerifiedTokens;
+
+/// Why a token was refused. Each has a stable reason code for logs and
+/// metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenRejection {
+    /// Longer than the configured cap; refused before decoding.
+    TooLong,
+    /// Not a well-formed JWT, or its claims have the wrong shape.
+    Malformed,
+    /// The signature does not verify.
+    BadSignature,
+    /// The header names an algorithm other than its key's.
+    AlgorithmMismatch,
+    /// The header's `kid` names no configured key.
+    UnknownKey,
+    /// The header carries `crit` (RFC 7515 §4.1.11).
+    CriticalHeader,
+    /// Not an access token (`typ` is not `at+jwt`).
+    WrongType,
+    /// `exp` is in the past.
+    Expired,
+    /// `nbf` is in the future.
+    NotYetValid,
+    /// `iss` is missing or not the configured issuer.
+    WrongIssuer,
+    /// `aud` is missing or names none of the configured audiences.
+    WrongAudience,
+    /// Both `scope` and `scp` are present.
+    ConflictingScopes,
+    /// The subject is not in the user store.
+    UnknownUser,
+    /// The user is disabled.
+    InactiveUser,
+    /// The token's version is older than the user's (password change,
+    /// "log out everywhere").
+    Revoked,
+}
+
+impl TokenRejection {
+    /// A stable, machine-readable code for logs and metrics.
+    pub fn reason_code(self) -> &'static str {
+        match self {
+            Self::TooLong => "too_long",
+            Self::Malformed => "malformed",
+            Self::BadSignature => "bad_signature",
+            Self::AlgorithmMismatch => "algorithm_mismatch",
+            Self::UnknownKey => "unknown_key",
+            Self::CriticalHeader => "critical_header",
+            Self::WrongType => "wrong_type",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::WrongIssuer => "wrong_issuer",
+            Self::WrongAudience => "wrong_audience",
+            Self::ConflictingScopes => "conflicting_scopes",
+            Self::UnknownUser => "unknown_user",
+            Self::InactiveUser => "inactive_user",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
+/// Signing a token failed (jsonwebtoken refused the claims or the key). A
+/// server-side fault, never caused by a client: rendered as 500.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("signing the access token failed")]
+pub struct SigningError;
 
 /// The `typ` header of every access token this crate issues (RFC 9068 §2.1).
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
@@ -502,25 +569,21 @@ impl TokenCodec {
 
     /// Signs `claims` as an access token (`typ: at+jwt`) with the signing
     /// key, naming its `kid`.
-    pub fn issue<X: Serialize>(&self, claims: &Claims<X>) -> Result<String, AuthError> {
+    pub fn issue<X: Serialize>(&self, claims: &Claims<X>) -> Result<String, SigningError> {
         let key = &self.inner.keys[0];
         let mut header = Header::new(key.algorithm);
         header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
         header.kid.clone_from(&key.kid);
-        let encoding = key
-            .encoding
-            .as_ref()
-            .ok_or(AuthError::Internal("the signing key cannot sign"))?;
-        jsonwebtoken::encode(&header, claims, encoding)
-            .map_err(|_| AuthError::Internal("signing the access token failed"))
+        // The builder refuses a signing key without its private part.
+        let encoding = key.encoding.as_ref().ok_or(SigningError)?;
+        jsonwebtoken::encode(&header, claims, encoding).map_err(|_| SigningError)
     }
 
     /// Verifies an access token and returns its claims; see the
     /// [module docs](self) for every check. Errors carry a reason code, never
     /// jsonwebtoken's message (which echoes attacker input).
-    pub fn verify<X: DeserializeOwned>(&self, token: &str) -> Result<Claims<X>, AuthError> {
+    pub fn verify<X: DeserializeOwned>(&self, token: &str) -> Result<Claims<X>, TokenRejection> {
         self.verify_at(token, unix_now())
-            .map_err(AuthError::InvalidToken)
     }
 
     fn verify_at<X: DeserializeOwned>(

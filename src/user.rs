@@ -7,8 +7,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
-use crate::error::BoxError;
 use crate::scope::Scopes;
+
+/// A boxed error from the application's user store: logged, never sent to
+/// a client.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What the crate needs to know about a user.
 ///

@@ -47,8 +47,8 @@ use http::HeaderMap;
 use http::header::SEC_WEBSOCKET_PROTOCOL;
 
 use crate::credentials::list_elements;
-use crate::error::{AuthError, TokenRejection};
-use crate::token::{Claims, unix_now};
+use crate::error::AuthError;
+use crate::token::{Claims, TokenRejection, unix_now};
 
 /// Close code 4001: the token expired or was revoked; get a new one and
 /// reconnect. (4000–4999 are for applications, RFC 6455 §7.4.2.)

@@ -57,7 +57,7 @@ mod login_timing {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use tower_auth::login::PasswordGrant;
+    use tower_auth::grant::PasswordGrant;
 
     fn grant(username: &str, password: &str) -> PasswordGrant {
         let form = format!("username={username}&password={password}");
@@ -116,7 +116,7 @@ mod login_timing {
 mod percent_encoding {
     use super::*;
     use tower_auth::GrantError;
-    use tower_auth::login::PasswordGrant;
+    use tower_auth::grant::PasswordGrant;
 
     #[tokio::test]
     async fn invalid_percent_encoding_in_query_tokens_is_refused() {

@@ -50,8 +50,7 @@ use quick_cache::UnitWeighter;
 use quick_cache::sync::{Cache, DefaultLifecycle};
 use serde::de::DeserializeOwned;
 
-use super::{Claims, TokenCodec, unix_now};
-use crate::error::TokenRejection;
+use super::{Claims, TokenCodec, TokenRejection, unix_now};
 
 /// How often, at most, inserts sweep out expired entries (seconds).
 const SWEEP_INTERVAL: u64 = 60;
