@@ -3,7 +3,12 @@
 //! all of them.
 
 /// A configuration the crate refuses when it is built, before any request.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// `Debug` prints the same message as `Display`: a `main` that returns this
+/// error (directly or boxed) prints `Error: the HMAC secret must be at least
+/// 32 bytes`, not `Error: SecretTooShort`. Match on the variants to tell
+/// them apart.
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
     /// Neither crypto feature is enabled and no provider was given.
@@ -51,4 +56,26 @@ pub enum ConfigError {
     /// A rate or connection limit that cannot work.
     #[error("{0}")]
     Limit(&'static str),
+}
+
+impl std::fmt::Debug for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `fn main() -> Result<(), E>` prints `Error: {e:?}`: a configuration
+    /// error returned from `main` must read as its message, not as
+    /// `SecretTooShort`.
+    #[test]
+    fn debug_is_the_message_so_main_prints_it() {
+        let err = ConfigError::SecretTooShort;
+        assert_eq!(format!("{err:?}"), err.to_string());
+        let boxed: Box<dyn std::error::Error> = Box::new(ConfigError::Lifetime("too short"));
+        assert_eq!(format!("{boxed:?}"), "too short");
+    }
 }

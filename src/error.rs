@@ -301,14 +301,18 @@ fn status_code_description(error: &AuthError) -> (StatusCode, &'static str, Stri
 }
 
 /// The text sent to the client for a refused token. User-related reasons
-/// share one text so a token holder learns nothing about the account.
+/// share one text so a token holder learns nothing about the account; it
+/// names all three, as it must be true of each (a subject the store does not
+/// know may never have existed, so "revoked" alone would not be).
 fn token_description(rejection: TokenRejection) -> &'static str {
     use TokenRejection as R;
     match rejection {
         R::TooLong => "the access token is too long",
         R::Expired => "the access token expired",
         R::NotYetValid => "the access token is not valid yet",
-        R::UnknownUser | R::InactiveUser | R::Revoked => "the access token has been revoked",
+        R::UnknownUser | R::InactiveUser | R::Revoked => {
+            "the access token is not accepted: its account is unknown, disabled or has revoked it"
+        }
         _ => "the access token is invalid",
     }
 }

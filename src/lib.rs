@@ -113,6 +113,6 @@ pub use limit::{ConnectionLimit, RateLimit};
 pub use origin::OriginGuard;
 pub use password::{PasswordError, PasswordHasher};
 pub use refresh::{Renewal, SlidingExpiry};
-pub use scope::Scopes;
+pub use scope::{InvalidScope, Scopes};
 pub use token::{Claims, Key, TokenCodec, TokenRejection};
 pub use user::{AuthUser, MemoryUserStore, SimpleUser, UserStore};

@@ -88,8 +88,11 @@ pub trait AuthUser: Send + Sync + 'static {
 pub trait UserStore: Send + Sync + 'static {
     /// The user type.
     type User: AuthUser;
-    /// The store's error; logged, never sent to a client.
-    type Error: std::error::Error + Send + Sync + 'static;
+    /// The store's error; logged, never sent to a client. Any error that
+    /// converts into [`BoxError`]: every `std::error::Error + Send + Sync`,
+    /// `Box<dyn Error + Send + Sync>` itself (what most database layers
+    /// return) and `anyhow::Error`.
+    type Error: Into<BoxError> + Send + 'static;
 
     /// Loads the user a token's `sub` names. Runs on every authenticated
     /// request.

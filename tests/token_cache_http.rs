@@ -36,7 +36,10 @@ async fn assert_ok(base: &str, token: &str, who: &str) {
 async fn assert_revoked(base: &str, token: &str) {
     let reply = get_bearer(base, "/me", token).await;
     reply.assert_invalid_token();
-    assert_eq!(reply.description(), "the access token has been revoked");
+    assert_eq!(
+        reply.description(),
+        "the access token is not accepted: its account is unknown, disabled or has revoked it"
+    );
 }
 
 #[tokio::test]

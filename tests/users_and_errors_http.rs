@@ -9,7 +9,11 @@ use bytes::Bytes;
 use common::*;
 use http::Response;
 use http_body_util::Full;
-use tower_auth::{AuthError, AuthLayer, Authenticator, Credentials, MemoryUserStore, SimpleUser};
+use std::sync::Arc;
+
+use tower_auth::{
+    AuthError, AuthLayer, Authenticator, Credentials, MemoryUserStore, SimpleUser, UserStore,
+};
 
 async fn serve_users() -> (String, tower_auth::TokenCodec, MemoryUserStore<SimpleUser>) {
     let codec = hs256_codec();
@@ -21,10 +25,17 @@ async fn serve_users() -> (String, tower_auth::TokenCodec, MemoryUserStore<Simpl
 #[tokio::test]
 async fn unknown_subject_is_invalid_token() {
     let (base, codec, _) = serve_users().await;
-    get_bearer(&base, "/me", &token_for(&codec, "nobody", ""))
-        .await
-        .assert_invalid_token();
+    let reply = get_bearer(&base, "/me", &token_for(&codec, "nobody", "")).await;
+    reply.assert_invalid_token();
+    // A subject that never existed was never revoked: the text, shared with
+    // disabled users and revoked tokens, must be true of all three.
+    assert_eq!(reply.description(), USER_REFUSED);
 }
+
+/// The one description for an unknown subject, a disabled user and a
+/// revoked token.
+const USER_REFUSED: &str =
+    "the access token is not accepted: its account is unknown, disabled or has revoked it";
 
 #[tokio::test]
 async fn user_removed_after_issue_is_invalid_token() {
@@ -78,8 +89,46 @@ async fn unknown_disabled_and_revoked_share_one_answer() {
     let revoked = get_bearer(&base, "/me", &token).await;
     assert_eq!(unknown.bytes, disabled.bytes);
     assert_eq!(unknown.bytes, revoked.bytes);
+    assert_eq!(revoked.description(), USER_REFUSED);
     assert_eq!(unknown.challenge, disabled.challenge);
     assert_eq!(unknown.challenge, revoked.challenge);
+}
+
+/// A store whose database is down, with the error types apps use: the
+/// boxed error of most database layers, and `anyhow::Error`. Neither
+/// implements `std::error::Error`; both convert into the crate's boxed error.
+struct DownStore<E>(fn() -> E);
+
+impl<E: Into<tower_auth::user::BoxError> + Send + 'static> UserStore for DownStore<E> {
+    type User = SimpleUser;
+    type Error = E;
+
+    async fn find_by_subject(&self, _sub: &str) -> Result<Option<Arc<SimpleUser>>, E> {
+        Err((self.0)())
+    }
+
+    async fn find_by_username(&self, _name: &str) -> Result<Option<Arc<SimpleUser>>, E> {
+        Err((self.0)())
+    }
+}
+
+#[tokio::test]
+async fn stores_may_fail_with_boxed_errors_and_anyhow() {
+    async fn status_with<S: UserStore<User = SimpleUser>>(store: S) -> u16 {
+        let codec = hs256_codec();
+        let auth = Authenticator::builder(store, codec.clone())
+            .realm(REALM)
+            .build()
+            .unwrap();
+        let base = serve(protected_app(auth)).await;
+        let reply = get_bearer(&base, "/me", &token_for(&codec, "johndoe", "")).await;
+        reply.assert_error_body("temporarily_unavailable");
+        reply.status
+    }
+    let boxed = DownStore(|| -> Box<dyn std::error::Error + Send + Sync> { "db down".into() });
+    assert_eq!(status_with(boxed).await, 503);
+    let anyhow = DownStore(|| anyhow::anyhow!("db down"));
+    assert_eq!(status_with(anyhow).await, 503);
 }
 
 #[tokio::test]
