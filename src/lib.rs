@@ -73,6 +73,7 @@
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod authenticator;
 #[cfg(feature = "axum")]
