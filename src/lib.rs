@@ -72,6 +72,7 @@
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 // The rooms, floor by floor: a room imports only from rooms on its own
 // floor listed before it and from the floors below, never from above
