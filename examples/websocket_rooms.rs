@@ -55,6 +55,8 @@
 //! - `TOKEN_LIFETIME_SECS`: access-token lifetime (default 1800).
 //! - `RECHECK_SECS`: how often an open socket re-checks its user (active,
 //!   token version) (default 30, 1 to 3600).
+//! - `MESSAGES_PER_MINUTE`: text messages one user may send per minute, over
+//!   all their sockets (default 10).
 //! - `INSECURE_DEV_COOKIE=1`: for plain-HTTP development only. The session
 //!   cookie is then called `session` instead of `__Host-session` and is sent
 //!   without `Secure`. Without it the cookie is `Secure`, which browsers
@@ -91,8 +93,6 @@ use tracing_subscriber::EnvFilter;
 const SUBPROTOCOL: &str = "access_token";
 /// Sockets one user may have open at once.
 const MAX_SOCKETS_PER_USER: usize = 5;
-/// Messages one user may send per minute, over all their sockets.
-const MESSAGES_PER_MINUTE: u32 = 10;
 
 type User = SimpleUser;
 
@@ -407,6 +407,12 @@ async fn run() -> Result<(), Box<dyn Error>> {
         .filter(|secs| (1..=3600).contains(secs))
         .ok_or("RECHECK_SECS must be a number of seconds from 1 to 3600")?;
 
+    let messages_per_minute: u32 = env_or("MESSAGES_PER_MINUTE", "10")?
+        .parse()
+        .ok()
+        .filter(|count| *count > 0)
+        .ok_or("MESSAGES_PER_MINUTE must be a whole number above 0")?;
+
     let passwords = PasswordHasher::new();
     let users = users(&passwords).await?;
     let auth = Authenticator::builder(users.clone(), codec)
@@ -421,7 +427,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
         recheck_every: Duration::from_secs(recheck_secs),
         rooms: Rooms::default(),
         sockets: ConnectionLimit::new(MAX_SOCKETS_PER_USER)?,
-        messages: RateLimit::per_minute(MESSAGES_PER_MINUTE)?,
+        messages: RateLimit::per_minute(messages_per_minute)?,
     };
     let messages = state.messages.clone();
     tokio::spawn(async move {
