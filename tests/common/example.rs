@@ -33,6 +33,16 @@ pub fn example_binary(name: &str) -> PathBuf {
     path
 }
 
+/// A process's resident memory, in KiB.
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    /// `VmRSS`: resident now.
+    pub rss_kib: u64,
+    /// `VmHWM`: the most resident since start (or the last
+    /// [`ExampleServer::reset_peak_memory`]).
+    pub peak_rss_kib: u64,
+}
+
 /// A running example server; killed when dropped.
 pub struct ExampleServer {
     child: Child,
@@ -93,6 +103,31 @@ impl ExampleServer {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// The server's memory now (Linux: `/proc/PID/status`).
+    pub fn memory(&self) -> Memory {
+        let path = format!("/proc/{}/status", self.child.id());
+        let status = std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{path}: {err}"));
+        let kib = |field: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(field))
+                .and_then(|rest| rest.trim().strip_suffix("kB"))
+                .and_then(|number| number.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {field} in {path}"))
+        };
+        Memory {
+            rss_kib: kib("VmRSS:"),
+            peak_rss_kib: kib("VmHWM:"),
+        }
+    }
+
+    /// Starts measuring the peak (`VmHWM`) afresh from the current RSS
+    /// (Linux: `echo 5 > /proc/PID/clear_refs`).
+    pub fn reset_peak_memory(&self) {
+        let path = format!("/proc/{}/clear_refs", self.child.id());
+        std::fs::write(&path, "5").unwrap_or_else(|err| panic!("{path}: {err}"));
     }
 
     /// Stops the server and returns everything it wrote to stderr.
