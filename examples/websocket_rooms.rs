@@ -72,6 +72,10 @@
 //!   all their sockets (default 10).
 //! - `BYTES_PER_MINUTE`: the byte budget of one user per minute, over all
 //!   their sockets, spendable at once (default 1048576, 1 MiB).
+//! - `HEADER_READ_TIMEOUT_SECS`: a client that has not sent a request's
+//!   whole header within this time is disconnected (default 10).
+//! - `MAX_CONNECTIONS`: open HTTP connections at most; more wait to be
+//!   accepted (default 1024). Upgraded sockets are counted per user instead.
 //! - `INSECURE_DEV_COOKIE=1`: for plain-HTTP development only. The session
 //!   cookie is then called `session` instead of `__Host-session` and is sent
 //!   without `Secure`. Without it the cookie is `Secure`, which browsers
@@ -102,6 +106,9 @@ use tower_auth::{
     Scopes, SessionCookie, SimpleUser, TokenCodec,
 };
 use tracing_subscriber::EnvFilter;
+
+#[path = "support/serve.rs"]
+mod serve;
 
 /// The subprotocol marker: a browser offers `[SUBPROTOCOL, token]` and gets
 /// `SUBPROTOCOL` back.
@@ -495,6 +502,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
         .ok()
         .filter(|bytes| *bytes > 0)
         .ok_or("BYTES_PER_MINUTE must be a whole number from 1 to 4294967295")?;
+    let limits = serve::ServerLimits::from_env()?;
 
     let passwords = PasswordHasher::new();
     let users = users(&passwords).await?;
@@ -525,11 +533,11 @@ async fn run() -> Result<(), Box<dyn Error>> {
     });
 
     print_usage(addr)?;
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    let app = app(state);
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    serve::serve(listener, limits, |_peer| app.clone(), shutdown).await;
     Ok(())
 }
 
