@@ -9,7 +9,7 @@
 //! | [`InsufficientScope`](AuthError::InsufficientScope) | 403 | `Bearer realm="…", error="insufficient_scope", scope="…"` | `insufficient_scope` |
 //! | [`Origin`](AuthError::Origin) (cookie from a foreign page) | 403 | — | `invalid_origin` |
 //! | [`LimitExceeded`](AuthError::LimitExceeded) | 429 (+ `Retry-After` for rates) | — | `too_many_requests` |
-//! | [`LimitExceeded::TooLarge`](crate::limit::LimitExceeded::TooLarge) (one charge over a whole byte budget) | 413 | — | `invalid_request` |
+//! | [`LimitExceeded::TooLarge`] (one charge over a whole byte budget) | 413 | — | `invalid_request` |
 //! | [`UserStore`](AuthError::UserStore) | 503 | — | `temporarily_unavailable` |
 //! | [`Internal`](AuthError::Internal) | 500 | — | `server_error` |
 //! | [`Grant`](AuthError::Grant) (token endpoint, RFC 6749 §5.2) | 400 / 413 / 415 | — | the §5.2 code |
