@@ -20,15 +20,29 @@ pub fn example_binary(name: &str) -> PathBuf {
         .and_then(|m| m.modified())
         .unwrap_or_else(|_| panic!("{} is missing: {rebuild}", path.display()));
     // `cargo test --test NAME` builds no examples: refuse to test a
-    // binary older than its source.
-    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{name}.rs"));
-    if let Ok(edited) = std::fs::metadata(&source).and_then(|m| m.modified()) {
-        assert!(
-            edited <= built,
-            "{} is older than {}: {rebuild}",
-            path.display(),
-            source.display()
-        );
+    // binary older than its source, or than the shared modules it includes
+    // (`#[path = "support/FILE"]`).
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let main = examples.join(format!("{name}.rs"));
+    let text = std::fs::read_to_string(&main).unwrap_or_default();
+    let shared = std::fs::read_dir(examples.join("support"))
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| {
+            let file = entry.file_name();
+            text.contains(&format!("\"support/{}\"", file.to_string_lossy()))
+        })
+        .map(|entry| entry.path());
+    for source in std::iter::once(main.clone()).chain(shared) {
+        if let Ok(edited) = std::fs::metadata(&source).and_then(|m| m.modified()) {
+            assert!(
+                edited <= built,
+                "{} is older than {}: {rebuild}",
+                path.display(),
+                source.display()
+            );
+        }
     }
     path
 }
