@@ -12,6 +12,16 @@
 //! `/whoami` is a hand-written tower service behind `AuthLayer` in a
 //! `tower::ServiceBuilder` stack, bridged to hyper with hyper-util's
 //! `TowerToHyperService`.
+//!
+//! Environment:
+//! - `BIND_ADDR`: where to listen (default `127.0.0.1:3000`).
+//! - `JWT_SECRET`: the HS256 secret, at least 32 bytes (unset: a random one).
+//! - `HEADER_READ_TIMEOUT_SECS`: a client that has not sent a request's
+//!   whole header within this time is disconnected (default 10).
+//! - `MAX_CONNECTIONS`: open connections at most; more wait to be accepted
+//!   (default 1024).
+//!
+//! The serving loop with those limits is `examples/support/serve.rs`.
 
 use std::convert::Infallible;
 use std::error::Error;
@@ -21,14 +31,14 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 use tower_auth::{
     AuthLayer, Authenticated, Authenticator, Key, MemoryUserStore, Scopes, SimpleUser, TokenCodec,
 };
+
+#[path = "support/serve.rs"]
+mod serve;
 
 type BoxError = Box<dyn Error + Send + Sync>;
 type Body = BoxBody<Bytes, BoxError>;
@@ -49,6 +59,7 @@ async fn main() -> Result<(), BoxError> {
     users.insert(SimpleUser::new("johndoe", JOHNDOE_HASH).with_scopes(Scopes::parse("me items")?));
     let codec = TokenCodec::builder(Key::hs256(&jwt_secret()?)?).build()?;
     let auth = Authenticator::builder(users, codec).build()?;
+    let limits = serve::ServerLimits::from_env()?;
 
     let addr: SocketAddr = std::env::var("BIND_ADDR")
         .unwrap_or_else(|_| "127.0.0.1:3000".into())
@@ -61,16 +72,11 @@ async fn main() -> Result<(), BoxError> {
     println!("curl -s http://{addr}/health");
 
     let app = app(auth);
-    loop {
-        let (stream, _) = listener.accept().await?;
-        let service = TowerToHyperService::new(app.clone());
-        tokio::spawn(async move {
-            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, "connection closed with an error");
-            }
-        });
-    }
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    serve::serve(listener, limits, |_peer| app.clone(), shutdown).await;
+    Ok(())
 }
 
 /// Routes by hand: `/whoami` goes through the authenticated stack, the

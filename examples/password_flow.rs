@@ -26,7 +26,15 @@
 //!   1800), from 2 to 28800 (the absolute lifetime); anything else stops the
 //!   server at startup. Short lifetimes are for trying renewal out (the
 //!   browser tests use a few seconds).
+//! - `HEADER_READ_TIMEOUT_SECS`: a client that has not sent a request's
+//!   whole header within this time is disconnected (default 10).
+//! - `MAX_CONNECTIONS`: open connections at most; more wait to be accepted
+//!   (default 1024).
 //! - `RUST_LOG`: log filter (default `info`).
+//!
+//! It serves with hyper's connection builder (`examples/support/serve.rs`)
+//! rather than `axum::serve`, which has no header read timeout; each request
+//! still carries axum's `ConnectInfo<SocketAddr>`.
 //!
 //! Sliding expiry: access tokens live 30 minutes; a request in a token's
 //! second half (its last 15 minutes) gets a renewed one in the
@@ -38,14 +46,18 @@
 
 use std::error::Error;
 use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
-use axum::http::{HeaderValue, Method};
+use axum::http::{HeaderValue, Method, Request};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use hyper::body::Incoming;
 use serde::Serialize;
+use tower::ServiceExt;
 use tower_auth::axum::{ScopeRequirement, Scoped, token_endpoint};
 use tower_auth::{
     Algorithm, AuthLayer, AuthUser, Authenticated, Authenticator, Key, MemoryUserStore,
@@ -53,6 +65,9 @@ use tower_auth::{
 };
 use tower_http::cors::CorsLayer;
 use tracing_subscriber::EnvFilter;
+
+#[path = "support/serve.rs"]
+mod serve;
 
 /// The app's own user: what `/users/me` shows, plus the stored hash and the
 /// scopes login may grant, which it does not show (FastAPI's `UserInDB`).
@@ -302,6 +317,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
         .sliding_expiry(SlidingExpiry::new(ABSOLUTE_LIFETIME))
         .build()?;
     let cors = cors(&auth)?;
+    let limits = serve::ServerLimits::from_env()?;
 
     let bind = std::env::var("BIND_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let listener = tokio::net::TcpListener::bind(&bind)
@@ -310,12 +326,22 @@ async fn run() -> Result<(), Box<dyn Error>> {
     let base = format!("http://{}", listener.local_addr()?);
     print_usage(&base)?;
 
-    axum::serve(listener, app(auth, cors))
-        .with_graceful_shutdown(async {
-            // Ctrl-C stops accepting and lets requests in flight finish.
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    let app = app(auth, cors);
+    // Ctrl-C stops accepting and lets requests in flight finish.
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    // Each request carries `ConnectInfo(peer)`, as under `axum::serve`
+    // with `into_make_service_with_connect_info::<SocketAddr>()`, so that
+    // handlers and layers can extract `ConnectInfo<SocketAddr>`.
+    let with_connect_info = |peer: SocketAddr| {
+        app.clone()
+            .map_request(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            })
+    };
+    serve::serve(listener, limits, with_connect_info, shutdown).await;
     Ok(())
 }
 

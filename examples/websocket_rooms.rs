@@ -1,8 +1,8 @@
 //! Chat rooms over authenticated WebSockets: cookie sessions for browsers,
 //! tokens in the query string, the `Authorization` header or the
 //! subprotocol for everything else; per-room read/write permissions, per-user
-//! socket caps and message rates, and sockets closed when their token
-//! expires.
+//! socket caps, message rates and byte budgets, and sockets closed when their
+//! token expires or when they fall behind the room.
 //!
 //! ```text
 //! cargo run --example websocket_rooms
@@ -43,6 +43,19 @@
 //!   with 1008; the token's expiry closes it with 4001, and so does a
 //!   revocation, found by re-checking the user every `RECHECK_SECS`.
 //!
+//! What one user may cost the server (see `tower_auth::ws`, "Bounding what
+//! a user's sockets cost"):
+//! - a frame or message over 64 KiB closes the socket with 1009, from the
+//!   frame's header (its payload is never read);
+//! - every frame (text, binary, ping, pong) is charged to the user's byte
+//!   budget, shared by their sockets: its size plus 1 KiB, and a text sent
+//!   to the room its size as sent (JSON: a control character takes six
+//!   bytes). Spent: the socket closes with 1008;
+//! - a room keeps the last 16 messages for its slowest socket; a socket that
+//!   falls further behind, or does not take a message within 10 s, is closed
+//!   with 1013 (reconnect, and read faster);
+//! - at most 5 sockets per user (429 before the upgrade).
+//!
 //! Environment:
 //! - `BIND_ADDR`: where to listen (default `127.0.0.1:3000`; port 0 picks a
 //!   free port).
@@ -55,6 +68,14 @@
 //! - `TOKEN_LIFETIME_SECS`: access-token lifetime (default 1800).
 //! - `RECHECK_SECS`: how often an open socket re-checks its user (active,
 //!   token version) (default 30, 1 to 3600).
+//! - `MESSAGES_PER_MINUTE`: text messages one user may send per minute, over
+//!   all their sockets (default 10).
+//! - `BYTES_PER_MINUTE`: the byte budget of one user per minute, over all
+//!   their sockets, spendable at once (default 1048576, 1 MiB).
+//! - `HEADER_READ_TIMEOUT_SECS`: a client that has not sent a request's
+//!   whole header within this time is disconnected (default 10).
+//! - `MAX_CONNECTIONS`: open HTTP connections at most; more wait to be
+//!   accepted (default 1024). Upgraded sockets are counted per user instead.
 //! - `INSECURE_DEV_COOKIE=1`: for plain-HTTP development only. The session
 //!   cookie is then called `session` instead of `__Host-session` and is sent
 //!   without `Secure`. Without it the cookie is `Secure`, which browsers
@@ -70,7 +91,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRef, Path, State};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -86,13 +107,24 @@ use tower_auth::{
 };
 use tracing_subscriber::EnvFilter;
 
+#[path = "support/serve.rs"]
+mod serve;
+
 /// The subprotocol marker: a browser offers `[SUBPROTOCOL, token]` and gets
 /// `SUBPROTOCOL` back.
 const SUBPROTOCOL: &str = "access_token";
 /// Sockets one user may have open at once.
 const MAX_SOCKETS_PER_USER: usize = 5;
-/// Messages one user may send per minute, over all their sockets.
-const MESSAGES_PER_MINUTE: u32 = 10;
+/// The largest frame and message a client may send.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// What a message costs the byte budget on top of its size: reading a
+/// frame and answering it is work even when it is empty.
+const MESSAGE_COST: usize = 1024;
+/// Messages a room keeps for its slowest socket; one further behind is
+/// closed. Small: the room holds them for as long as that socket lags.
+const ROOM_BACKLOG: usize = 16;
+/// How long a client may take to accept one message before it is dropped.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 type User = SimpleUser;
 
@@ -105,6 +137,8 @@ struct AppState {
     rooms: Rooms,
     sockets: ConnectionLimit,
     messages: RateLimit,
+    /// Bytes per user (keyed by `sub`, over all their sockets).
+    bytes: RateLimit,
 }
 
 impl FromRef<AppState> for Authenticator<User> {
@@ -116,22 +150,23 @@ impl FromRef<AppState> for Authenticator<User> {
 /// One broadcast channel per room, made when the first socket joins and
 /// dropped when the last one leaves (room names come from clients: kept
 /// forever, they would pile up). Joining and leaving both hold the lock, so
-/// a room is never dropped between a join and its subscription.
+/// a room is never dropped between a join and its subscription. A message
+/// is one shared buffer (`Utf8Bytes`), however many sockets hold it.
 #[derive(Clone, Default)]
-struct Rooms(Arc<Mutex<HashMap<String, broadcast::Sender<String>>>>);
+struct Rooms(Arc<Mutex<HashMap<String, broadcast::Sender<Utf8Bytes>>>>);
 
 impl Rooms {
     /// The room's channel, and this socket's receiver on it.
-    fn join(&self, room: &str) -> (broadcast::Sender<String>, broadcast::Receiver<String>) {
+    fn join(&self, room: &str) -> (broadcast::Sender<Utf8Bytes>, broadcast::Receiver<Utf8Bytes>) {
         let mut rooms = self.lock();
         let channel = rooms
             .entry(room.to_owned())
-            .or_insert_with(|| broadcast::channel(256).0);
+            .or_insert_with(|| broadcast::channel(ROOM_BACKLOG).0);
         (channel.clone(), channel.subscribe())
     }
 
     /// Drops this socket's receiver, and the room with it if it was the last.
-    fn leave(&self, room: &str, inbox: broadcast::Receiver<String>) {
+    fn leave(&self, room: &str, inbox: broadcast::Receiver<Utf8Bytes>) {
         let mut rooms = self.lock();
         drop(inbox);
         if rooms
@@ -143,7 +178,7 @@ impl Rooms {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, broadcast::Sender<String>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, broadcast::Sender<Utf8Bytes>>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -207,6 +242,8 @@ async fn join_room(
     };
     upgrade
         .protocols([SUBPROTOCOL])
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| run_socket(socket, state, room, me, permit))
 }
 
@@ -225,10 +262,20 @@ async fn run_socket(
         state.recheck_every,
     );
     let sub = me.claims.sub.as_str();
+    // Charges a message of `size` bytes to the user's byte budget.
+    let pay = |size: usize| {
+        state
+            .bytes
+            .check_n(sub, MESSAGE_COST + size)
+            .map_err(CloseReason::for_budget)
+    };
     tracing::info!(sub, room, can_write, credential = ?me.credential, "joined");
 
     let close = loop {
+        // Biased: the room before the client, so that a socket forwards what
+        // it owes before it reads (and broadcasts) more.
         tokio::select! {
+            biased;
             () = &mut expiry => break Some(CloseReason::TokenExpired),
             _ = recheck.tick() => match state.auth.recheck(&me).await {
                 Ok(_) => {}
@@ -240,35 +287,52 @@ async fn run_socket(
             },
             broadcast = inbox.recv() => match broadcast {
                 Ok(text) => {
-                    if socket.send(Message::Text(text.into())).await.is_err() {
-                        break None;
+                    if let Err(close) = send(&mut socket, Message::Text(text)).await {
+                        break close;
                     }
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::info!(sub, room, missed, "socket fell behind the room");
+                    break Some(CloseReason::FellBehind);
+                }
                 Err(broadcast::error::RecvError::Closed) => break None,
             },
             incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None => break None,
+                Some(Err(err)) => break over_the_cap(err).then_some(CloseReason::MessageTooBig),
+                // Binary frames are ignored and pings answered by axum, but
+                // every frame is paid for.
+                Some(Ok(Message::Binary(data) | Message::Ping(data) | Message::Pong(data))) => {
+                    if let Err(close) = pay(data.len()) {
+                        break Some(close);
+                    }
+                }
                 Some(Ok(Message::Text(text))) => {
                     if state.messages.check(sub).is_err() {
                         break Some(CloseReason::RateLimited);
                     }
                     if !can_write {
+                        if let Err(close) = pay(text.len()) {
+                            break Some(close);
+                        }
                         let refusal = json!({
                             "error": "read_only",
                             "error_description": "you may read this room but not write to it",
                         });
-                        if socket.send(Message::Text(refusal.to_string().into())).await.is_err() {
-                            break None;
+                        if let Err(close) = send(&mut socket, Message::Text(refusal.to_string().into())).await {
+                            break close;
                         }
                         continue;
                     }
-                    let message = json!({ "room": room, "from": me.user.username, "text": text.as_str() });
+                    let message = json!({ "room": room, "from": me.user.username, "text": text.as_str() }).to_string();
+                    // Paid at the size the room holds and sends, not the
+                    // size received: JSON escapes a control character as 6 bytes.
+                    if let Err(close) = pay(message.len()) {
+                        break Some(close);
+                    }
                     // No receiver (cannot happen: we subscribed) is not an error.
-                    let _ = channel.send(message.to_string());
+                    let _ = channel.send(message.into());
                 }
-                Some(Ok(Message::Close(_)) | Err(_)) | None => break None,
-                // Pings are answered by axum; binary frames are ignored.
-                Some(Ok(_)) => {}
             },
         }
     };
@@ -292,8 +356,29 @@ async fn run_socket(
     if frame.is_none() {
         tracing::info!(sub, room, "left");
     }
-    // Our Close frame, or the reply to the client's.
-    let _ = socket.send(Message::Close(frame)).await;
+    // Our Close frame, or the reply to the client's; a client that reads
+    // nothing does not keep the task.
+    let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Close(frame))).await;
+}
+
+/// Sends `message`, or the reason to stop: `None` when the socket is gone,
+/// [`CloseReason::FellBehind`] when the client has not taken it within
+/// [`SEND_TIMEOUT`] (it stopped reading).
+async fn send(socket: &mut WebSocket, message: Message) -> Result<(), Option<CloseReason>> {
+    match tokio::time::timeout(SEND_TIMEOUT, socket.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(None),
+        Err(_) => Err(Some(CloseReason::FellBehind)),
+    }
+}
+
+/// Whether a read failed because a frame or message was over
+/// `max_frame_size` / `max_message_size` (tungstenite's capacity error).
+fn over_the_cap(err: axum::Error) -> bool {
+    matches!(
+        err.into_inner().downcast_ref(),
+        Some(tokio_tungstenite::tungstenite::Error::Capacity(_))
+    )
 }
 
 async fn index() -> Html<&'static str> {
@@ -407,6 +492,18 @@ async fn run() -> Result<(), Box<dyn Error>> {
         .filter(|secs| (1..=3600).contains(secs))
         .ok_or("RECHECK_SECS must be a number of seconds from 1 to 3600")?;
 
+    let messages_per_minute: u32 = env_or("MESSAGES_PER_MINUTE", "10")?
+        .parse()
+        .ok()
+        .filter(|count| *count > 0)
+        .ok_or("MESSAGES_PER_MINUTE must be a whole number above 0")?;
+    let bytes_per_minute: u32 = env_or("BYTES_PER_MINUTE", "1048576")?
+        .parse()
+        .ok()
+        .filter(|bytes| *bytes > 0)
+        .ok_or("BYTES_PER_MINUTE must be a whole number from 1 to 4294967295")?;
+    let limits = serve::ServerLimits::from_env()?;
+
     let passwords = PasswordHasher::new();
     let users = users(&passwords).await?;
     let auth = Authenticator::builder(users.clone(), codec)
@@ -421,24 +518,26 @@ async fn run() -> Result<(), Box<dyn Error>> {
         recheck_every: Duration::from_secs(recheck_secs),
         rooms: Rooms::default(),
         sockets: ConnectionLimit::new(MAX_SOCKETS_PER_USER)?,
-        messages: RateLimit::per_minute(MESSAGES_PER_MINUTE)?,
+        messages: RateLimit::per_minute(messages_per_minute)?,
+        bytes: RateLimit::per_minute(bytes_per_minute)?,
     };
-    let messages = state.messages.clone();
+    let (messages, bytes) = (state.messages.clone(), state.bytes.clone());
     tokio::spawn(async move {
-        // Forget users whose message allowance is full again.
+        // Forget users whose allowances are full again.
         let mut tick = tokio::time::interval(Duration::from_secs(300));
         loop {
             tick.tick().await;
             messages.retain_recent();
+            bytes.retain_recent();
         }
     });
 
     print_usage(addr)?;
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    let app = app(state);
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    serve::serve(listener, limits, |_peer| app.clone(), shutdown).await;
     Ok(())
 }
 
@@ -560,7 +659,12 @@ document.getElementById("join").addEventListener("submit", (event) => {
     log(message.error ? `refused: ${message.error_description}` : `${message.from}: ${message.text}`, !!message.error);
   };
   socket.onclose = (event) => {
-    const why = { 4001: "token expired: log in again and rejoin", 1008: "policy violation (rate or permission)" }[event.code];
+    const why = {
+      4001: "token expired: log in again and rejoin",
+      1008: "policy violation (message rate, byte budget or permission)",
+      1009: "message too big (64 KiB at most)",
+      1013: "fell behind the room: rejoin",
+    }[event.code];
     log(`closed ${event.code}${why ? ": " + why : ""} (a refused join shows 1006: not logged in, no permission, or too many sockets)`, true);
   };
 });

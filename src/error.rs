@@ -9,6 +9,7 @@
 //! | [`InsufficientScope`](AuthError::InsufficientScope) | 403 | `Bearer realm="…", error="insufficient_scope", scope="…"` | `insufficient_scope` |
 //! | [`Origin`](AuthError::Origin) (cookie from a foreign page) | 403 | — | `invalid_origin` |
 //! | [`LimitExceeded`](AuthError::LimitExceeded) | 429 (+ `Retry-After` for rates) | — | `too_many_requests` |
+//! | [`LimitExceeded::TooLarge`] (one charge over a whole byte budget) | 413 | — | `invalid_request` |
 //! | [`UserStore`](AuthError::UserStore) | 503 | — | `temporarily_unavailable` |
 //! | [`Internal`](AuthError::Internal) | 500 | — | `server_error` |
 //! | [`Grant`](AuthError::Grant) (token endpoint, RFC 6749 §5.2) | 400 / 413 / 415 | — | the §5.2 code |
@@ -258,6 +259,12 @@ fn status_code_description(error: &AuthError) -> (StatusCode, &'static str, Stri
             "invalid_origin",
             origin_description(*reason).into(),
         ),
+        // No wait would let it through: the request itself is too large.
+        AuthError::LimitExceeded(limit @ LimitExceeded::TooLarge { .. }) => (
+            S::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            limit_description(*limit).into(),
+        ),
         AuthError::LimitExceeded(limit) => (
             S::TOO_MANY_REQUESTS,
             "too_many_requests",
@@ -329,6 +336,7 @@ fn limit_description(exceeded: LimitExceeded) -> &'static str {
     match exceeded {
         LimitExceeded::Rate { .. } => "too many requests; slow down",
         LimitExceeded::Connections => "too many open connections for this user",
+        LimitExceeded::TooLarge { .. } => "larger than this user's whole allowance",
     }
 }
 
@@ -378,6 +386,16 @@ mod tests {
         let res = render(&AuthError::LimitExceeded(LimitExceeded::Connections));
         assert_eq!(res.status(), 429);
         assert!(res.headers().get(RETRY_AFTER).is_none());
+    }
+
+    #[test]
+    fn a_charge_over_the_whole_budget_is_413_without_retry_after() {
+        let res = render(&AuthError::LimitExceeded(LimitExceeded::TooLarge {
+            max: 1024,
+        }));
+        assert_eq!(res.status(), 413);
+        assert!(res.headers().get(RETRY_AFTER).is_none());
+        assert!(res.headers().get(WWW_AUTHENTICATE).is_none());
     }
 
     #[test]

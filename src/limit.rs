@@ -1,6 +1,7 @@
 //! Per-user limits keyed by the authenticated subject (`sub`): a request or
-//! message rate ([`RateLimit`], on [`governor`]'s GCRA) and a cap on
-//! concurrent connections ([`ConnectionLimit`], for WebSockets).
+//! message rate ([`RateLimit`], on [`governor`]'s GCRA), a byte budget (the
+//! same [`RateLimit`] counted in bytes with [`RateLimit::check_n`]) and a cap
+//! on concurrent connections ([`ConnectionLimit`], for WebSockets).
 //!
 //! Keys are the token's `sub`, never the token's bytes (ES256 signatures are
 //! malleable, and a user holding several tokens is still one user), so a
@@ -20,6 +21,10 @@
 //!   again when the task drops it; call [`RateLimit::check`] for each
 //!   message and close with [`ws::POLICY_VIOLATION`](crate::ws::POLICY_VIOLATION)
 //!   when it fails.
+//! - To budget bytes (what a user may make the server read, hold and send),
+//!   make a `RateLimit` of bytes per period and charge each message its size
+//!   with [`RateLimit::check_n`]; the [`ws`](crate::ws) module shows the
+//!   pattern for sockets.
 //!
 //! Both are cheap to clone and share their state between clones.
 //!
@@ -34,6 +39,9 @@
 //! assert_eq!(sockets.open("alice"), 1);
 //! drop(permit);
 //! assert_eq!(sockets.open("alice"), 0);
+//!
+//! let bytes = RateLimit::per_minute(1 << 20).unwrap(); // 1 MiB a minute
+//! assert!(bytes.check_n("alice", 64 * 1024).is_ok());
 //! ```
 
 use std::collections::HashMap;
@@ -61,6 +69,13 @@ pub enum LimitExceeded {
     },
     /// A [`ConnectionLimit`]: close a connection first.
     Connections,
+    /// [`RateLimit::check_n`] was asked for more units at once than the
+    /// whole burst (`max`): the event can never conform, so waiting does
+    /// not help. Rendered as 413 (a message or body too large), not 429.
+    TooLarge {
+        /// The most units one event may count (the limit's burst).
+        max: u32,
+    },
 }
 
 impl LimitExceeded {
@@ -69,6 +84,7 @@ impl LimitExceeded {
         match self {
             Self::Rate { .. } => "rate",
             Self::Connections => "connections",
+            Self::TooLarge { .. } => "too_large",
         }
     }
 
@@ -76,7 +92,7 @@ impl LimitExceeded {
     pub fn retry_after(self) -> Option<Duration> {
         match self {
             Self::Rate { retry_after } => Some(retry_after),
-            Self::Connections => None,
+            Self::Connections | Self::TooLarge { .. } => None,
         }
     }
 }
@@ -131,6 +147,40 @@ impl RateLimit {
                 let retry_after = not_until.wait_time_from(DefaultClock::default().now());
                 tracing::debug!(sub = subject, outcome = "rate_limited", "limit exceeded");
                 Err(LimitExceeded::Rate { retry_after })
+            }
+        }
+    }
+
+    /// Counts `n` units at once for `subject`: the bytes of a message, for
+    /// a limit made as a byte budget (`RateLimit::per_minute(1 << 20)` is
+    /// 1 MiB a minute, in bursts of up to 1 MiB). As with [`check`](Self::check),
+    /// a refused charge is not counted. Zero units always pass and count
+    /// nothing (charge a fixed overhead per message if empty messages must
+    /// cost something).
+    ///
+    /// - [`LimitExceeded::Rate`] when the subject's allowance is spent (with
+    ///   the wait until `n` units would conform);
+    /// - [`LimitExceeded::TooLarge`] when `n` is more than the whole burst:
+    ///   no wait would let it through (governor's `InsufficientCapacity`).
+    pub fn check_n(&self, subject: &str, n: usize) -> Result<(), LimitExceeded> {
+        let too_large = LimitExceeded::TooLarge { max: self.max };
+        let Ok(n) = u32::try_from(n) else {
+            tracing::debug!(sub = subject, outcome = "too_large", "limit exceeded");
+            return Err(too_large);
+        };
+        let Some(n) = NonZeroU32::new(n) else {
+            return Ok(());
+        };
+        match self.limiter.check_key_n(&subject.to_owned(), n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => {
+                let retry_after = not_until.wait_time_from(DefaultClock::default().now());
+                tracing::debug!(sub = subject, outcome = "rate_limited", "limit exceeded");
+                Err(LimitExceeded::Rate { retry_after })
+            }
+            Err(governor::InsufficientCapacity(_)) => {
+                tracing::debug!(sub = subject, outcome = "too_large", "limit exceeded");
+                Err(too_large)
             }
         }
     }
@@ -250,6 +300,39 @@ mod tests {
         }
         limit.check("b").unwrap();
         assert_eq!(limit.tracked_subjects(), 2);
+    }
+
+    #[test]
+    fn byte_budgets_count_n_units_at_once() {
+        let bytes = RateLimit::new(1000, Duration::from_secs(3600)).unwrap();
+        bytes.check_n("a", 600).unwrap();
+        bytes.check_n("a", 400).unwrap();
+        // Spent: even one more byte waits, and the refusal is not counted.
+        for _ in 0..3 {
+            match bytes.check_n("a", 1) {
+                Err(LimitExceeded::Rate { retry_after }) => {
+                    assert!(retry_after > Duration::ZERO);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // Nothing to count always passes.
+        bytes.check_n("a", 0).unwrap();
+        // Another subject has its own budget.
+        bytes.check_n("b", 1000).unwrap();
+    }
+
+    #[test]
+    fn more_than_the_whole_burst_is_too_large_not_a_wait() {
+        let bytes = RateLimit::new(1000, Duration::from_secs(60)).unwrap();
+        for n in [1001, usize::try_from(u32::MAX).unwrap(), usize::MAX] {
+            let refusal = bytes.check_n("a", n).unwrap_err();
+            assert_eq!(refusal, LimitExceeded::TooLarge { max: 1000 });
+            assert_eq!(refusal.retry_after(), None);
+            assert_eq!(refusal.reason_code(), "too_large");
+        }
+        // The refusals cost nothing: the whole burst is still there.
+        bytes.check_n("a", 1000).unwrap();
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Helpers for authenticated WebSockets: close codes, a future that resolves
 //! when the connection's token expires, and subprotocol selection. No
 //! WebSocket implementation: use axum's `ws`, tokio-tungstenite, or any other.
+//! The last section shows how to bound what one user's sockets may cost.
 //!
 //! # The life of an authenticated socket
 //!
@@ -37,6 +38,86 @@
 //! }
 //! # }
 //! ```
+//!
+//! # Bounding what a user's sockets cost
+//!
+//! A socket lets its user make the server read, hold and send data for as
+//! long as it is open; the token says who they are, not how much they may
+//! send. Keep these limits (the `websocket_rooms` example applies all of
+//! them):
+//!
+//! 1. **Cap the frame and message size at the upgrade.** axum's defaults
+//!    (64 MiB messages, 16 MiB frames) let one message cost the server
+//!    64 MiB. With `WebSocketUpgrade::max_message_size` and
+//!    `max_frame_size` set, tungstenite refuses a longer frame from its
+//!    header, before reading its payload; close with [`MESSAGE_TOO_BIG`]
+//!    (1009, [`CloseReason::MessageTooBig`]) and stop reading (the rest of
+//!    the frame is still on the wire).
+//! 2. **Charge every message to a byte budget per user**, keyed by `sub`
+//!    and shared by all of the user's sockets: a
+//!    [`RateLimit`](crate::limit::RateLimit) of bytes per period, charged
+//!    with [`RateLimit::check_n`](crate::limit::RateLimit::check_n) for
+//!    text, binary, ping and pong alike, plus a fixed cost per message so
+//!    that a flood of empty pings is not free. Charge what the server will
+//!    hold and send: a text re-encoded for others (JSON escapes a control
+//!    character as six bytes) costs its encoded size. When the budget is
+//!    spent, close with [`POLICY_VIOLATION`] (1008,
+//!    [`CloseReason::for_budget`]).
+//! 3. **Bound what is queued for a slow reader.** A broadcast channel keeps
+//!    each message until its slowest receiver has read it: give it a small
+//!    capacity, close a receiver that lags behind with [`TRY_AGAIN_LATER`]
+//!    (1013, [`CloseReason::FellBehind`]), and put a timeout on each send, so
+//!    that a client that stops reading cannot keep a socket task and its
+//!    queue alive.
+//! 4. **Cap sockets per user** with
+//!    [`ConnectionLimit`](crate::limit::ConnectionLimit) (429 before the
+//!    upgrade), and the server's connections and header read time (see the
+//!    README's deployment section).
+//!
+//! ```no_run
+//! use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+//! use axum::response::Response;
+//! use tower_auth::limit::RateLimit;
+//! use tower_auth::ws::CloseReason;
+//!
+//! const MAX_MESSAGE: usize = 64 * 1024;
+//! /// What handling a message costs beyond its payload.
+//! const MESSAGE_COST: usize = 1024;
+//!
+//! fn accept(upgrade: WebSocketUpgrade, sub: String, bytes: RateLimit) -> Response {
+//!     upgrade
+//!         .max_message_size(MAX_MESSAGE)
+//!         .max_frame_size(MAX_MESSAGE)
+//!         .on_upgrade(move |socket| serve(socket, sub, bytes))
+//! }
+//!
+//! async fn serve(mut socket: WebSocket, sub: String, bytes: RateLimit) {
+//!     let close = loop {
+//!         let message = match socket.recv().await {
+//!             Some(Ok(message)) => message,
+//!             Some(Err(err)) => match err.into_inner().downcast_ref() {
+//!                 // Over `max_message_size` / `max_frame_size`.
+//!                 Some(tokio_tungstenite::tungstenite::Error::Capacity(_)) => {
+//!                     break Some(CloseReason::MessageTooBig);
+//!                 }
+//!                 _ => break None,
+//!             },
+//!             None => break None,
+//!         };
+//!         let size = match &message {
+//!             Message::Text(text) => text.len(),
+//!             Message::Binary(data) | Message::Ping(data) | Message::Pong(data) => data.len(),
+//!             Message::Close(_) => break None,
+//!         };
+//!         if let Err(spent) = bytes.check_n(&sub, MESSAGE_COST + size) {
+//!             break Some(CloseReason::for_budget(spent));
+//!         }
+//!         // ... handle the message ...
+//!     };
+//!     let frame = close.map(|reason| CloseFrame { code: reason.code(), reason: reason.reason().into() });
+//!     let _ = socket.send(Message::Close(frame)).await;
+//! }
+//! ```
 
 use std::future::Future;
 use std::pin::Pin;
@@ -48,6 +129,7 @@ use http::header::SEC_WEBSOCKET_PROTOCOL;
 
 use crate::credentials::list_elements;
 use crate::error::AuthError;
+use crate::limit::LimitExceeded;
 use crate::token::{Claims, TokenRejection, unix_now};
 
 /// Close code 4001: the token expired or was revoked; get a new one and
@@ -58,6 +140,16 @@ pub const TOKEN_EXPIRED: u16 = 4001;
 /// rule — too many messages, writing without permission. Reconnecting will
 /// not help by itself.
 pub const POLICY_VIOLATION: u16 = 1008;
+
+/// Close code 1009 (RFC 6455 §7.4.1, "message too big"): a frame or message
+/// over the server's size cap. The server stops reading at once (it never
+/// reads the oversize payload).
+pub const MESSAGE_TOO_BIG: u16 = 1009;
+
+/// Close code 1013 (IANA WebSocket registry, "try again later"): the server
+/// dropped a client that fell behind (it did not read the messages sent to
+/// it fast enough). Reconnecting, and reading faster, helps.
+pub const TRY_AGAIN_LATER: u16 = 1013;
 
 /// Why the server closes an authenticated socket: the code and a short
 /// reason text for the Close frame (both fixed; the reason never holds a
@@ -74,6 +166,15 @@ pub enum CloseReason {
     RateLimited,
     /// [`POLICY_VIOLATION`] (1008): a message the user may not send.
     Forbidden,
+    /// [`POLICY_VIOLATION`] (1008): the user's byte budget is spent
+    /// (see [`for_budget`](Self::for_budget)).
+    ByteBudgetSpent,
+    /// [`MESSAGE_TOO_BIG`] (1009): a frame or message over the size cap, or
+    /// larger than the user's whole byte budget.
+    MessageTooBig,
+    /// [`TRY_AGAIN_LATER`] (1013): the client did not read what was sent to
+    /// it fast enough, and the server stopped queueing for it.
+    FellBehind,
 }
 
 impl CloseReason {
@@ -81,7 +182,33 @@ impl CloseReason {
     pub fn code(self) -> u16 {
         match self {
             Self::TokenExpired | Self::TokenRevoked => TOKEN_EXPIRED,
-            Self::RateLimited | Self::Forbidden => POLICY_VIOLATION,
+            Self::RateLimited | Self::Forbidden | Self::ByteBudgetSpent => POLICY_VIOLATION,
+            Self::MessageTooBig => MESSAGE_TOO_BIG,
+            Self::FellBehind => TRY_AGAIN_LATER,
+        }
+    }
+
+    /// The close for a message refused by a byte budget
+    /// ([`RateLimit::check_n`](crate::limit::RateLimit::check_n)): a
+    /// message larger than the whole budget is
+    /// [`MessageTooBig`](Self::MessageTooBig) (1009), any other refusal
+    /// [`ByteBudgetSpent`](Self::ByteBudgetSpent) (1008).
+    ///
+    /// ```
+    /// use tower_auth::limit::RateLimit;
+    /// use tower_auth::ws::CloseReason;
+    ///
+    /// let bytes = RateLimit::per_minute(1000).unwrap();
+    /// let huge = bytes.check_n("alice", 5000).unwrap_err();
+    /// assert_eq!(CloseReason::for_budget(huge).code(), 1009);
+    /// bytes.check_n("alice", 1000).unwrap();
+    /// let spent = bytes.check_n("alice", 1).unwrap_err();
+    /// assert_eq!(CloseReason::for_budget(spent).code(), 1008);
+    /// ```
+    pub fn for_budget(refusal: LimitExceeded) -> CloseReason {
+        match refusal {
+            LimitExceeded::TooLarge { .. } => Self::MessageTooBig,
+            LimitExceeded::Rate { .. } | LimitExceeded::Connections => Self::ByteBudgetSpent,
         }
     }
 
@@ -117,6 +244,9 @@ impl CloseReason {
             Self::TokenRevoked => "token revoked",
             Self::RateLimited => "message rate exceeded",
             Self::Forbidden => "not allowed",
+            Self::ByteBudgetSpent => "byte budget spent",
+            Self::MessageTooBig => "message too big",
+            Self::FellBehind => "fell behind; reconnect",
         }
     }
 }
@@ -233,6 +363,29 @@ mod tests {
         assert_eq!(CloseReason::TokenExpired.code(), 4001);
         assert_eq!(CloseReason::RateLimited.code(), 1008);
         assert!(CloseReason::TokenRevoked.reason().len() < 123);
+        assert_eq!(CloseReason::MessageTooBig.code(), 1009);
+        assert_eq!(CloseReason::FellBehind.code(), 1013);
+        assert_eq!(CloseReason::ByteBudgetSpent.code(), 1008);
+        for reason in [
+            CloseReason::ByteBudgetSpent,
+            CloseReason::MessageTooBig,
+            CloseReason::FellBehind,
+        ] {
+            assert!(reason.reason().len() < 123);
+        }
+    }
+
+    #[test]
+    fn budget_refusals_close_with_1009_or_1008() {
+        let too_large = LimitExceeded::TooLarge { max: 10 };
+        let spent = LimitExceeded::Rate {
+            retry_after: Duration::from_secs(1),
+        };
+        assert_eq!(
+            CloseReason::for_budget(too_large),
+            CloseReason::MessageTooBig
+        );
+        assert_eq!(CloseReason::for_budget(spent), CloseReason::ByteBudgetSpent);
     }
 
     #[test]

@@ -477,3 +477,234 @@ async fn the_page_is_served() {
         assert!(html.contains(needle), "{needle}");
     }
 }
+
+// Bounded resources per user (issue 15): message and frame caps, a byte
+// budget that counts every frame, and readers that fall behind dropped.
+
+/// The example's frame and message cap.
+const MAX_MESSAGE: usize = 64 * 1024;
+
+/// Opens `path` over a TCP connection with a small receive buffer, so that
+/// a client that does not read stalls the server's sends soon.
+async fn opened_with_small_window(server: &Server, path: &str, token: &str) -> Socket {
+    let addr = server.base.trim_start_matches("http://").parse().unwrap();
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(4096).unwrap();
+    let stream = tcp.connect(addr).await.unwrap();
+    let mut request = ws_url(server, path).into_client_request().unwrap();
+    let (name, value) = bearer(token);
+    request
+        .headers_mut()
+        .insert(name, HeaderValue::from_str(&value).unwrap());
+    let (socket, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
+        .await
+        .unwrap();
+    socket
+}
+
+/// Sends `messages` one by one from a task while reading: the server's
+/// close code, `None` if the stream ended without one or no close came
+/// within 10 s after the last send. Messages are taken from the queue as
+/// they are sent, so what is left can go to the next socket.
+async fn flood(
+    socket: Socket,
+    messages: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<Message>>>,
+) -> Option<u16> {
+    let (mut sink, mut stream) = socket.split();
+    let (sent_all, mut all_sent) = tokio::sync::oneshot::channel();
+    let sender = tokio::spawn(async move {
+        loop {
+            let next = messages.lock().unwrap().pop_front();
+            let Some(message) = next else { break };
+            if sink.send(message).await.is_err() {
+                return;
+            }
+        }
+        let _ = sent_all.send(());
+        // Keep the sink (and so the connection) open for the reader.
+        std::future::pending::<()>().await;
+    });
+    let mut deadline = None;
+    let code = loop {
+        let next = match deadline {
+            None => tokio::select! {
+                next = stream.next() => next,
+                _ = &mut all_sent => {
+                    deadline = Some(tokio::time::Instant::now() + Duration::from_secs(10));
+                    continue;
+                }
+            },
+            Some(deadline) => match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(next) => next,
+                Err(_) => break None,
+            },
+        };
+        match next {
+            Some(Ok(Message::Close(frame))) => break frame.map(|frame| u16::from(frame.code)),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => break None,
+        }
+    };
+    sender.abort();
+    code
+}
+
+fn queue(
+    messages: impl IntoIterator<Item = Message>,
+) -> std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<Message>>> {
+    std::sync::Arc::new(std::sync::Mutex::new(messages.into_iter().collect()))
+}
+
+#[tokio::test]
+async fn a_message_over_the_cap_is_closed_with_1009() {
+    let server = start(&[]);
+    let (full, _) = login(&server, "full").await;
+    let mut socket = opened(&server, "/ws/big", &[bearer(&full)]).await;
+    // At the cap: through.
+    say(&mut socket, &"a".repeat(MAX_MESSAGE)).await;
+    // One byte over: 1009.
+    let over = Message::text("a".repeat(MAX_MESSAGE + 1));
+    assert_eq!(flood(socket, queue([over])).await, Some(1009));
+    // The issue's 4 MiB message, text or binary: 1009, from the frame's
+    // header (the server never reads the payload).
+    for huge in [
+        Message::text("\u{1}".repeat(4 << 20)),
+        Message::binary(vec![0; 4 << 20]),
+    ] {
+        let socket = opened(&server, "/ws/big", &[bearer(&full)]).await;
+        assert_eq!(flood(socket, queue([huge])).await, Some(1009));
+    }
+}
+
+#[tokio::test]
+async fn a_binary_flood_spends_the_users_byte_budget_and_closes_with_1008() {
+    let server = start(&[]);
+    let (full, _) = login(&server, "full").await;
+    let mut other = opened(&server, "/ws/flood", &[bearer(&full)]).await;
+    let socket = opened(&server, "/ws/flood", &[bearer(&full)]).await;
+    let binary = (0..2000).map(|_| Message::binary(vec![0; MAX_MESSAGE]));
+    assert_eq!(flood(socket, queue(binary)).await, Some(1008));
+    // The budget is the user's, shared by their sockets: the other one is
+    // closed at its next frame.
+    other
+        .send(Message::binary(vec![0; MAX_MESSAGE]))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut other).await, 1008);
+}
+
+#[tokio::test]
+async fn a_ping_flood_spends_the_byte_budget_and_closes_with_1008() {
+    let server = start(&[]);
+    let (full, _) = login(&server, "full").await;
+    let socket = opened(&server, "/ws/flood", &[bearer(&full)]).await;
+    // Empty pings: each still costs the server a frame to read and a pong.
+    let pings = (0..2000).map(|_| Message::Ping(Vec::new().into()));
+    assert_eq!(flood(socket, queue(pings)).await, Some(1008));
+}
+
+#[tokio::test]
+async fn a_reader_that_falls_behind_the_room_is_dropped_with_1013() {
+    // Enough allowance for the writer to outrun a reader that stopped.
+    let server = start(&[
+        ("MESSAGES_PER_MINUTE", "100000"),
+        ("BYTES_PER_MINUTE", "2000000000"),
+    ]);
+    let (full, _) = login(&server, "full").await;
+    let (reader, _) = login(&server, "reader").await;
+    let mut stalled = opened_with_small_window(&server, "/ws/slow", &reader).await;
+    // The reader is in the room once its (refused) message is answered;
+    // from now on it reads nothing.
+    stalled.send(Message::text("hi")).await.unwrap();
+    assert_eq!(next_json(&mut stalled).await["error"], "read_only");
+    let writer = opened(&server, "/ws/slow", &[bearer(&full)]).await;
+    let before = server.memory();
+    server.reset_peak_memory();
+
+    // 300 messages of 60 KiB (18 MB): far more than the stalled
+    // connection's buffers and the room's backlog hold.
+    const SENT: usize = 300;
+    let (mut sink, mut echoes) = writer.split();
+    let writing = tokio::spawn(async move {
+        for i in 0..SENT {
+            let text = format!("{i:05}{}", "x".repeat(60 * 1024));
+            sink.send(Message::text(text)).await.unwrap();
+        }
+        sink
+    });
+    // The writer keeps up with the room and hears all of it.
+    for _ in 0..SENT {
+        match echoes.next().await {
+            Some(Ok(Message::Text(_))) => {}
+            other => panic!("the writer's socket broke: {other:?}"),
+        }
+    }
+    let _sink = writing.await.unwrap();
+    let during = server.memory();
+
+    // The stalled reader reads now: some messages, then 1013.
+    let mut heard = 0;
+    let code = loop {
+        match tokio::time::timeout(Duration::from_secs(10), stalled.next()).await {
+            Ok(Some(Ok(Message::Text(_)))) => heard += 1,
+            Ok(Some(Ok(Message::Close(frame)))) => break frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => continue,
+            Ok(other) => panic!("after {heard} messages, no Close frame but {other:?}"),
+            Err(_) => panic!("after {heard} messages, still open: a stalled reader is kept"),
+        }
+    };
+    assert_eq!(code, Some(1013), "after {heard} messages");
+    assert!(heard < SENT, "{heard}");
+    let grown_kib = during.peak_rss_kib.saturating_sub(before.rss_kib);
+    println!("a stalled reader: heard {heard} of {SENT}, peak RSS growth {grown_kib} KiB");
+    let grown_mib = grown_kib / 1024;
+    assert!(
+        grown_mib <= 8,
+        "the server's RSS grew by {grown_mib} MiB while one reader stalled ({before:?} -> {during:?})"
+    );
+}
+
+#[tokio::test]
+async fn one_user_at_full_allowance_cannot_grow_the_servers_memory() {
+    let server = start(&[]);
+    let (full, _) = login(&server, "full").await;
+    // Four of the user's own sockets in the room, none of them reading
+    // (the issue's attack), each in the room once its ping is answered.
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        let mut socket = opened_with_small_window(&server, "/ws/flood", &full).await;
+        socket.send(Message::Ping(Vec::new().into())).await.unwrap();
+        while !matches!(socket.next().await, Some(Ok(Message::Pong(_)))) {}
+        stalled.push(socket);
+    }
+    let before = server.memory();
+    server.reset_peak_memory();
+
+    // Whatever it sends: the issue's ten 4 MiB texts of control characters
+    // (JSON makes each 6 bytes), texts at the cap made of them, binary
+    // frames, pings; on a fresh socket (the fifth) whenever one is closed.
+    let control = |len: usize| Message::text("\u{1}".repeat(len));
+    let messages = queue(
+        (0..10)
+            .map(|_| control(4 << 20))
+            .chain((0..20).map(|_| control(MAX_MESSAGE)))
+            .chain((0..50).map(|_| Message::binary(vec![0; MAX_MESSAGE])))
+            .chain((0..200).map(|_| Message::Ping(Vec::new().into()))),
+    );
+    let mut sockets_used = 0;
+    while !messages.lock().unwrap().is_empty() {
+        let socket = opened(&server, "/ws/flood", &[bearer(&full)]).await;
+        sockets_used += 1;
+        flood(socket, std::sync::Arc::clone(&messages)).await;
+    }
+    let after = server.memory();
+    let grown_kib = after.peak_rss_kib.saturating_sub(before.rss_kib);
+    println!("one user at full allowance: peak RSS growth {grown_kib} KiB, {sockets_used} sockets");
+    let grown_mib = grown_kib / 1024;
+    assert!(
+        grown_mib <= 8,
+        "one user grew the server's RSS by {grown_mib} MiB at its peak \
+         ({before:?} -> {after:?}, {sockets_used} sockets)"
+    );
+    drop(stalled);
+}

@@ -20,17 +20,41 @@ pub fn example_binary(name: &str) -> PathBuf {
         .and_then(|m| m.modified())
         .unwrap_or_else(|_| panic!("{} is missing: {rebuild}", path.display()));
     // `cargo test --test NAME` builds no examples: refuse to test a
-    // binary older than its source.
-    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{name}.rs"));
-    if let Ok(edited) = std::fs::metadata(&source).and_then(|m| m.modified()) {
-        assert!(
-            edited <= built,
-            "{} is older than {}: {rebuild}",
-            path.display(),
-            source.display()
-        );
+    // binary older than its source, or than the shared modules it includes
+    // (`#[path = "support/FILE"]`).
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let main = examples.join(format!("{name}.rs"));
+    let text = std::fs::read_to_string(&main).unwrap_or_default();
+    let shared = std::fs::read_dir(examples.join("support"))
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| {
+            let file = entry.file_name();
+            text.contains(&format!("\"support/{}\"", file.to_string_lossy()))
+        })
+        .map(|entry| entry.path());
+    for source in std::iter::once(main.clone()).chain(shared) {
+        if let Ok(edited) = std::fs::metadata(&source).and_then(|m| m.modified()) {
+            assert!(
+                edited <= built,
+                "{} is older than {}: {rebuild}",
+                path.display(),
+                source.display()
+            );
+        }
     }
     path
+}
+
+/// A process's resident memory, in KiB.
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    /// `VmRSS`: resident now.
+    pub rss_kib: u64,
+    /// `VmHWM`: the most resident since start (or the last
+    /// [`ExampleServer::reset_peak_memory`]).
+    pub peak_rss_kib: u64,
 }
 
 /// A running example server; killed when dropped.
@@ -93,6 +117,31 @@ impl ExampleServer {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// The server's memory now (Linux: `/proc/PID/status`).
+    pub fn memory(&self) -> Memory {
+        let path = format!("/proc/{}/status", self.child.id());
+        let status = std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{path}: {err}"));
+        let kib = |field: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(field))
+                .and_then(|rest| rest.trim().strip_suffix("kB"))
+                .and_then(|number| number.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {field} in {path}"))
+        };
+        Memory {
+            rss_kib: kib("VmRSS:"),
+            peak_rss_kib: kib("VmHWM:"),
+        }
+    }
+
+    /// Starts measuring the peak (`VmHWM`) afresh from the current RSS
+    /// (Linux: `echo 5 > /proc/PID/clear_refs`).
+    pub fn reset_peak_memory(&self) {
+        let path = format!("/proc/{}/clear_refs", self.child.id());
+        std::fs::write(&path, "5").unwrap_or_else(|err| panic!("{path}: {err}"));
     }
 
     /// Stops the server and returns everything it wrote to stderr.
