@@ -68,6 +68,24 @@ async fn token_version_bumped_after_issue_revokes_the_token() {
     assert_eq!(get_bearer(&base, "/me", &fresh).await.status, 200);
 }
 
+/// A token signed without a `token_version` claim (by another issuer, or
+/// before versions existed) counts as version 0: raising the user's version
+/// revokes it like any other.
+#[tokio::test]
+async fn a_token_without_a_version_claim_is_revoked_by_a_version_bump() {
+    let (base, _, store) = serve_users().await;
+    let claims = payload("alice");
+    assert!(claims.get("token_version").is_none(), "{claims}");
+    let unversioned = sign_hs256(&at_header(tower_auth::Algorithm::HS256), &claims);
+    let reply = get_bearer(&base, "/me", &unversioned).await;
+    assert_eq!((reply.status, reply.text()), (200, "alice".into()));
+
+    store.update("alice", |u| u.token_version = 1);
+    get_bearer(&base, "/me", &unversioned)
+        .await
+        .assert_invalid_token_because("revoked");
+}
+
 #[tokio::test]
 async fn unknown_disabled_and_revoked_share_one_answer() {
     let (base, codec, store) = serve_users().await;
