@@ -502,14 +502,19 @@ mod tests {
         )
     }
 
+    /// Mostly as browsers serialize origins (lower case), sometimes not.
+    fn case_mask() -> impl Strategy<Value = u64> + Clone {
+        prop_oneof![Just(0), any::<u64>()]
+    }
+
     fn origin_model() -> impl Strategy<Value = OriginModel> {
         let allowed = (
             proptest::sample::select(&ALLOWED_SPELLINGS[..]),
-            any::<u64>(),
+            case_mask(),
             any::<(bool, bool)>(),
         )
             .prop_map(|(o, mask, pad)| padded(flip_case(o, mask), pad));
-        let foreign = (proptest::sample::select(&FOREIGN[..]), any::<u64>())
+        let foreign = (proptest::sample::select(&FOREIGN[..]), case_mask())
             .prop_map(|(o, mask)| flip_case(o, mask));
         prop_oneof![
             2 => Just(OriginModel::Absent),
@@ -699,7 +704,10 @@ mod tests {
                 return Ok(());
             }
             let upgrade = method == Method::GET && upgrade_header;
-            let unsafe_or_upgrade = upgrade || !is_safe(&method);
+            // The safe methods among those generated (RFC 9110 §9.2.1),
+            // spelled out here rather than asked of the code under test.
+            let safe = method == Method::GET || method == Method::HEAD;
+            let unsafe_or_upgrade = upgrade || !safe;
             match expected(unsafe_or_upgrade, upgrade, &origin, &fetch_site) {
                 Some(expected) => prop_assert_eq!(verdict, expected),
                 None => prop_assert!(
