@@ -1020,7 +1020,9 @@ mod tests {
             1 => "[a-z_=&%0-9A-Fa-f+.~-]{0,8}",
         ];
         let value = prop_oneof![
-            4 => token68(),
+            // `+` decodes to a space: mostly without it, sometimes with.
+            3 => "[A-Za-z0-9._~/-]{1,40}={0,2}",
+            1 => token68(),
             1 => Just(String::new()),
             1 => "%[0-9A-Fa-f]{2}",
             1 => "[a-z_=&%0-9A-Fa-f+.~-]{0,20}",
