@@ -125,6 +125,9 @@ async fn opened(server: &Server, path: &str, headers: &[(&'static str, String)])
     }
 }
 
+/// Extra handshake headers.
+type Headers = Vec<(&'static str, String)>;
+
 fn bearer(token: &str) -> (&'static str, String) {
     ("authorization", format!("Bearer {token}"))
 }
@@ -313,7 +316,7 @@ async fn refused_upgrades_get_their_status_before_the_101() {
     let (outsider, _) = login(&server, "outsider").await;
 
     // Headers, status, body `error`: the two 403s differ in why.
-    let refusals: Vec<(Vec<(&'static str, String)>, u16, &str)> = vec![
+    let refusals: Vec<(Headers, u16, &str)> = vec![
         (vec![], 401, "unauthorized"),
         (vec![bearer("not.a.token")], 401, "invalid_token"),
         (
@@ -344,7 +347,7 @@ async fn refused_upgrades_get_their_status_before_the_101() {
         );
     }
     let own_origin = server.base.clone();
-    let accepted: Vec<Vec<(&'static str, String)>> = vec![
+    let accepted: Vec<Headers> = vec![
         vec![cookie(&full), origin(FRONTEND)],
         vec![cookie(&full), origin(&own_origin)],
         vec![
