@@ -157,10 +157,46 @@ pub fn credentials(data: &[u8]) {
             CredentialKind::Cookie
         }
     };
-    let guard = OriginGuard::new(["https://app.example.com", "http://localhost:5173"])
-        .expect("valid origins");
-    let _ = guard.check(&parts, kind);
+    let allowed = ["https://app.example.com", "http://localhost:5173"];
+    let guard = OriginGuard::new(allowed).expect("valid origins");
+    let verdict = guard.check(&parts, kind);
+    if kind != CredentialKind::Cookie {
+        assert!(verdict.is_ok(), "only the cookie is ambient: {verdict:?}");
+    } else if verdict.is_ok() {
+        let upgrade = tower_auth::credentials::is_websocket_upgrade(&parts);
+        if upgrade || parts.method == Method::POST {
+            assert!(
+                origin_may_pass(&parts, &allowed, upgrade),
+                "a cookie POST or upgrade passed the guard without same-origin or an allowed origin"
+            );
+        }
+    }
     let _ = guard.check_session_change(&parts);
+}
+
+/// What must hold for a cookie-authenticated unsafe request or upgrade to
+/// pass, told apart from the guard's own code: `Sec-Fetch-Site:
+/// same-origin`, or one `Origin` that starts like an allowed origin (any
+/// case) — and for an upgrade, an `Origin` that is present and not `null`.
+fn origin_may_pass(parts: &http::request::Parts, allowed: &[&str], upgrade: bool) -> bool {
+    let single = |name: &str| {
+        let mut values = parts.headers.get_all(name).iter();
+        match (values.next(), values.next()) {
+            (Some(value), None) => {
+                Some(String::from_utf8_lossy(value.as_bytes()).trim().to_owned())
+            }
+            _ => None,
+        }
+    };
+    let origin = single("origin");
+    if upgrade && origin.as_deref().is_none_or(|o| o == "null") {
+        return false;
+    }
+    single("sec-fetch-site").as_deref() == Some("same-origin")
+        || origin.is_some_and(|o| {
+            let o = o.to_ascii_lowercase();
+            allowed.iter().any(|a| o.starts_with(a))
+        })
 }
 
 /// Token verification of arbitrary strings.

@@ -955,6 +955,82 @@ mod tests {
         assert_eq!(sources.subprotocol_marker(), Some("access_token"));
     }
 
+    /// The token shape every source accepts.
+    fn token68() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9._~+/-]{1,40}={0,2}"
+    }
+
+    /// `Authorization` values built from a scheme, a separator and a token,
+    /// each usually valid and sometimes a near miss or junk; now and then
+    /// raw bytes.
+    fn authorization_value() -> impl Strategy<Value = Vec<u8>> {
+        let scheme = prop_oneof![
+            4 => proptest::sample::select(vec!["Bearer", "bearer", "BEARER", "bEaReR"]),
+            1 => proptest::sample::select(vec!["Bearerx", "Basic", "Bear", "Token", ""]),
+        ];
+        let separator = prop_oneof![6 => Just(" ".to_owned()), 1 => "[ \t]{0,3}"];
+        let token = prop_oneof![
+            5 => token68(),
+            1 => "[A-Za-z0-9._~+/= \"-]{0,30}",
+            1 => "\\PC{0,20}",
+        ];
+        prop_oneof![
+            8 => (scheme, separator, token)
+                .prop_map(|(scheme, sep, token)| format!("{scheme}{sep}{token}").into_bytes()),
+            1 => proptest::collection::vec(any::<u8>(), 0..60),
+        ]
+    }
+
+    /// `Cookie` lines of pairs, the session cookie `at` among them most of
+    /// the time, names and values sometimes near misses or junk; now and
+    /// then raw bytes.
+    fn cookie_value() -> impl Strategy<Value = Vec<u8>> {
+        let name = prop_oneof![
+            4 => Just("at".to_owned()),
+            3 => "[aA][tT]",
+            1 => proptest::sample::select(vec!["at ", " at", "a", "att"]).prop_map(str::to_owned),
+            2 => "[a-z]{1,6}",
+            1 => "\\PC{0,5}",
+        ];
+        let value = prop_oneof![
+            4 => token68(),
+            1 => Just(String::new()),
+            1 => "[^;]{0,20}",
+            1 => "\"[A-Za-z0-9]{1,10}\"",
+        ];
+        let pair = (name, value).prop_map(|(name, value)| format!("{name}={value}"));
+        let separator = proptest::sample::select(vec!["; ", ";", " ; "]);
+        prop_oneof![
+            8 => (proptest::collection::vec(pair, 0..4), separator)
+                .prop_map(|(pairs, sep)| pairs.join(sep).into_bytes()),
+            1 => proptest::collection::vec(any::<u8>(), 0..60),
+        ]
+    }
+
+    /// Query strings of pairs, `token` among them most of the time (also
+    /// in other cases, percent-encoded or repeated), values usually
+    /// token68, sometimes percent escapes or junk.
+    fn query_string() -> impl Strategy<Value = String> {
+        let name = prop_oneof![
+            4 => Just("token".to_owned()),
+            2 => "[tT][oO][kK][eE][nN]",
+            1 => proptest::sample::select(vec!["tok%65n", "token%FF", "token ", "tokens"])
+                .prop_map(str::to_owned),
+            2 => "[a-z_]{1,6}",
+            1 => "[a-z_=&%0-9A-Fa-f+.~-]{0,8}",
+        ];
+        let value = prop_oneof![
+            // `+` decodes to a space: mostly without it, sometimes with.
+            3 => "[A-Za-z0-9._~/-]{1,40}={0,2}",
+            1 => token68(),
+            1 => Just(String::new()),
+            1 => "%[0-9A-Fa-f]{2}",
+            1 => "[a-z_=&%0-9A-Fa-f+.~-]{0,20}",
+        ];
+        let pair = (name, value).prop_map(|(name, value)| format!("{name}={value}"));
+        proptest::collection::vec(pair, 0..4).prop_map(|pairs| pairs.join("&"))
+    }
+
     proptest! {
         #[test]
         fn subprotocol_lists_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
@@ -981,11 +1057,56 @@ mod tests {
             prop_assert_eq!(found.token, token);
         }
 
+        /// Whatever the header and cookie, a token found is token68, within
+        /// the cap, and from the source that really carried it.
         #[test]
-        fn never_panics_on_arbitrary_header_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-            if let Ok(value) = HeaderValue::from_bytes(&bytes) {
-                let p = parts(|b| b.header("authorization", value.clone()).header("cookie", value).header("upgrade", "websocket"));
-                let _ = all_sources().extract(&p);
+        fn header_and_cookie_values_never_panic_and_give_only_token68(
+            authorization in proptest::option::of(authorization_value()),
+            cookie in proptest::option::of(cookie_value()),
+            upgrade in any::<bool>(),
+        ) {
+            let header = |bytes: &Option<Vec<u8>>| {
+                bytes.as_ref().and_then(|bytes| HeaderValue::from_bytes(bytes).ok())
+            };
+            let (authorization, cookie) = (header(&authorization), header(&cookie));
+            let p = parts(|mut b| {
+                if let Some(value) = &authorization {
+                    b = b.header("authorization", value.clone());
+                }
+                if let Some(value) = &cookie {
+                    b = b.header("cookie", value.clone());
+                }
+                if upgrade {
+                    b = b.header("upgrade", "websocket");
+                }
+                b
+            });
+            if let Ok(Some(found)) = all_sources().extract(&p) {
+                prop_assert!(is_token68(found.token.as_bytes()), "{:?}", found.token);
+                prop_assert!(found.token.len() <= DEFAULT_MAX_TOKEN_LEN);
+                let text = |value: &Option<HeaderValue>| {
+                    value.as_ref().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                };
+                match found.kind {
+                    CredentialKind::Bearer => {
+                        let sent = text(&authorization).unwrap_or_default();
+                        prop_assert!(
+                            sent.to_ascii_lowercase().starts_with("bearer ")
+                                && sent[7..] == *found.token,
+                            "{:?} from {:?}", found.token, sent
+                        );
+                    }
+                    CredentialKind::Cookie => {
+                        // A pair named exactly `at`; the cookie crate trims
+                        // names and values ("at =x").
+                        let sent = text(&cookie).unwrap_or_default();
+                        let pair = sent.split(';').filter_map(|pair| pair.split_once('=')).any(
+                            |(name, value)| name.trim() == "at" && value.trim() == found.token,
+                        );
+                        prop_assert!(pair, "{:?} from {:?}", found.token, sent);
+                    }
+                    other => prop_assert!(false, "no such source here: {:?}", other),
+                }
             }
         }
 
@@ -1017,12 +1138,29 @@ mod tests {
             prop_assert_eq!(found.token, token);
         }
 
+        /// Whatever the query, a token found in it is token68 and was
+        /// sent under the name `token`; without an upgrade it is found only
+        /// when allowed everywhere.
         #[test]
-        fn query_strings_never_panic(query in "[a-z_=&%0-9A-Fa-f+.~-]{0,80}") {
+        fn query_strings_never_panic(
+            query in prop_oneof![3 => query_string(), 1 => "[a-z_=&%0-9A-Fa-f+.~-]{0,80}"],
+            upgrade in any::<bool>(),
+        ) {
             if let Ok(uri) = http::Uri::try_from(format!("/?{query}")) {
-                let p = parts(|b| b.uri(uri).header("upgrade", "websocket"));
-                let _ = all_sources().extract(&p);
-                let _ = all_sources().allow_query_everywhere().extract(&p);
+                let p = parts(|b| {
+                    let b = b.uri(uri);
+                    if upgrade { b.header("upgrade", "websocket") } else { b }
+                });
+                for (sources, everywhere) in [(all_sources(), false), (all_sources().allow_query_everywhere(), true)] {
+                    if let Ok(Some(found)) = sources.extract(&p) {
+                        prop_assert_eq!(found.kind, CredentialKind::Query);
+                        prop_assert!(upgrade || everywhere, "{}", query);
+                        prop_assert!(is_token68(found.token.as_bytes()), "{:?}", found.token);
+                        let sent = form_urlencoded::parse(query.as_bytes())
+                            .any(|(name, value)| name == "token" && value == found.token);
+                        prop_assert!(sent, "{} from {}", found.token, query);
+                    }
+                }
             }
         }
 

@@ -27,6 +27,37 @@
 //! internal error message. An app that wants another body format installs a
 //! [`RenderError`] hook; the status and challenge stay as above unless the hook
 //! changes them on purpose.
+//!
+//! # Reason codes
+//!
+//! The response tells a client only what it needs to act on: most refused
+//! tokens share "the access token is invalid", and a token whose user is
+//! unknown, disabled or revoked gets one text for all three, so a token
+//! holder learns nothing about the account. The server side knows more:
+//! [`AuthError::reason_code`] names the exact check that failed
+//! (`bad_signature`, `algorithm_mismatch`, `revoked`, `origin_not_allowed`,
+//! ...), the same code the crate logs. Nothing in the crate sends it to
+//! clients. An app that counts refusals for its own metrics reads it in a
+//! [`RenderError`] hook; this crate's own tests copy it into a test-only
+//! response header the same way, so that they assert *why* a request was
+//! refused, not only its status:
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http::{HeaderValue, Response};
+//! use http_body_util::Full;
+//! use tower_auth::AuthError;
+//!
+//! // Tests only: a header naming the failed check would tell an attacker
+//! // which of their forgeries came closest.
+//! let hook = |err: &AuthError, mut default: Response<Full<Bytes>>| {
+//!     let reason = HeaderValue::from_static(err.reason_code());
+//!     default.headers_mut().insert("x-test-reason", reason);
+//!     default
+//! };
+//! # fn takes<H: tower_auth::RenderError>(_: H) {}
+//! # takes(hook);
+//! ```
 
 use std::sync::Arc;
 
@@ -83,6 +114,49 @@ pub enum AuthError {
     /// A token-endpoint (login) error, RFC 6749 §5.2.
     #[error("token endpoint: {0}")]
     Grant(#[from] GrantError),
+}
+
+impl AuthError {
+    /// A stable, machine-readable code naming the check that refused the
+    /// request, for logs, metrics and tests; never sent to clients by this
+    /// crate (see [Reason codes](self#reason-codes)).
+    ///
+    /// Variants that wrap a room's rejection use that rejection's own code
+    /// ([`TokenRejection::reason_code`], [`OriginRejection::reason_code`],
+    /// [`LimitExceeded::reason_code`]), so logs and metrics share one
+    /// vocabulary; the others are `missing_credentials`, `invalid_request`,
+    /// `insufficient_scope`, `user_store` and `internal`, and a
+    /// token-endpoint error is its RFC 6749 §5.2 code (`invalid_grant`,
+    /// `invalid_request`, `unsupported_grant_type`, `invalid_scope`) or
+    /// `unsupported_media_type` / `payload_too_large`.
+    ///
+    /// ```
+    /// use tower_auth::{AuthError, TokenRejection};
+    ///
+    /// let err = AuthError::from(TokenRejection::AlgorithmMismatch);
+    /// assert_eq!(err.reason_code(), "algorithm_mismatch");
+    /// assert_eq!(AuthError::MissingCredentials.reason_code(), "missing_credentials");
+    /// ```
+    pub fn reason_code(&self) -> &'static str {
+        match self {
+            AuthError::MissingCredentials => "missing_credentials",
+            AuthError::InvalidRequest(_) => "invalid_request",
+            AuthError::InvalidToken(rejection) => rejection.reason_code(),
+            AuthError::InsufficientScope { .. } => "insufficient_scope",
+            AuthError::Origin(rejection) => rejection.reason_code(),
+            AuthError::LimitExceeded(exceeded) => exceeded.reason_code(),
+            AuthError::UserStore(_) => "user_store",
+            AuthError::Internal(_) => "internal",
+            AuthError::Grant(grant) => match grant {
+                GrantError::InvalidRequest(_) => "invalid_request",
+                GrantError::InvalidGrant => "invalid_grant",
+                GrantError::UnsupportedGrantType => "unsupported_grant_type",
+                GrantError::InvalidScope => "invalid_scope",
+                GrantError::UnsupportedMediaType => "unsupported_media_type",
+                GrantError::PayloadTooLarge => "payload_too_large",
+            },
+        }
+    }
 }
 
 // Each room below returns its own rejection; here they become the one
@@ -405,6 +479,52 @@ mod tests {
         assert!(res.headers().get(WWW_AUTHENTICATE).is_none());
         let body = format!("{:?}", res.body());
         assert!(!body.contains("hunter2"));
+    }
+
+    #[test]
+    fn reason_codes_are_stable_and_never_rendered() {
+        let cases = [
+            (AuthError::MissingCredentials, "missing_credentials"),
+            (AuthError::InvalidRequest("x"), "invalid_request"),
+            (AuthError::InvalidToken(TokenRejection::Revoked), "revoked"),
+            (
+                AuthError::InsufficientScope {
+                    required: Scopes::parse("a").unwrap(),
+                    missing: Scopes::parse("a").unwrap(),
+                },
+                "insufficient_scope",
+            ),
+            (
+                AuthError::Origin(OriginRejection::NotAllowed),
+                "origin_not_allowed",
+            ),
+            (
+                AuthError::LimitExceeded(LimitExceeded::Connections),
+                "connections",
+            ),
+            (AuthError::UserStore("down".into()), "user_store"),
+            (AuthError::Internal("x"), "internal"),
+            (AuthError::Grant(GrantError::InvalidGrant), "invalid_grant"),
+            (
+                AuthError::Grant(GrantError::UnsupportedMediaType),
+                "unsupported_media_type",
+            ),
+        ];
+        for (err, code) in cases {
+            assert_eq!(err.reason_code(), code);
+            // The default response never carries it: user-related reasons
+            // share one text on purpose.
+            let res = render(&err);
+            let headers = format!("{:?}", res.headers());
+            assert!(!headers.contains("reason"), "{headers}");
+        }
+        let unknown = render(&AuthError::InvalidToken(TokenRejection::UnknownUser));
+        let revoked = render(&AuthError::InvalidToken(TokenRejection::Revoked));
+        assert_eq!(
+            format!("{:?}", unknown.body()),
+            format!("{:?}", revoked.body())
+        );
+        assert_eq!(unknown.headers(), revoked.headers());
     }
 
     #[test]

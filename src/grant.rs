@@ -252,6 +252,66 @@ mod tests {
         assert!(!format!("{grant:?}").contains("hunter2"));
     }
 
+    /// A `Content-Type` as the test knows it: the form type (any case,
+    /// with or without parameters), another type, or raw bytes.
+    #[derive(Debug, Clone)]
+    enum ContentType {
+        Form(String),
+        Other(&'static str),
+        Unknown(Vec<u8>),
+    }
+
+    fn content_type() -> impl Strategy<Value = ContentType> {
+        let form = (
+            any::<u64>(),
+            prop_oneof![
+                3 => Just(String::new()),
+                2 => proptest::sample::select(vec!["; charset=UTF-8", ";charset=utf-8", " ; q=1", ";"])
+                    .prop_map(str::to_owned),
+                1 => ";[ -~]{0,15}",
+            ],
+            any::<bool>(),
+        )
+            .prop_map(|(mask, params, pad)| {
+                // Media types compare case-insensitively.
+                let mime: String = "application/x-www-form-urlencoded"
+                    .chars()
+                    .enumerate()
+                    .map(|(i, c)| if mask >> (i % 64) & 1 == 1 { c.to_ascii_uppercase() } else { c })
+                    .collect();
+                ContentType::Form(format!("{}{mime}{params}", if pad { " " } else { "" }))
+            });
+        let other = proptest::sample::select(vec![
+            "application/json",
+            "multipart/form-data",
+            "text/plain",
+            "application/x-www-form-urlencodedx",
+            "application/x-www-form",
+            "x-www-form-urlencoded",
+            "application/x-www-form-urlencoded,text/plain",
+            "",
+        ]);
+        prop_oneof![
+            4 => form,
+            2 => other.prop_map(ContentType::Other),
+            1 => proptest::collection::vec(any::<u8>(), 0..60).prop_map(ContentType::Unknown),
+        ]
+    }
+
+    /// Login bodies: mostly complete forms, sometimes junk.
+    fn form_body() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => ("\\PC{0,12}", "\\PC{0,12}", proptest::option::of("[a-z ]{0,12}")).prop_map(
+                |(username, password, scope)| {
+                    let mut fields = vec![("username", username), ("password", password)];
+                    fields.extend(scope.map(|scope| ("scope", scope)));
+                    serde_urlencoded::to_string(&fields).unwrap()
+                }
+            ),
+            1 => "[a-z=&%+]{0,40}",
+        ]
+    }
+
     proptest! {
         #[test]
         fn never_panics_on_arbitrary_bodies(body in proptest::collection::vec(any::<u8>(), 0..300)) {
@@ -288,14 +348,33 @@ mod tests {
             prop_assert_eq!(grant.scope, Some(Scopes::parse(&scope).unwrap()));
         }
 
+        /// The form type in any case, with any parameters, reaches the
+        /// form parser; any other type is 415; raw bytes never panic.
         #[test]
         fn arbitrary_content_types_never_panic(
-            content_type in proptest::collection::vec(any::<u8>(), 0..60),
-            body in "[a-z=&%+]{0,40}",
+            content_type in content_type(),
+            body in form_body(),
         ) {
-            if let Ok(value) = HeaderValue::from_bytes(&content_type) {
-                let _ = PasswordGrant::from_form(Some(&value), body.as_bytes());
+            let bytes = match &content_type {
+                ContentType::Form(value) => value.as_bytes(),
+                ContentType::Other(value) => value.as_bytes(),
+                ContentType::Unknown(bytes) => bytes,
+            };
+            let Ok(value) = HeaderValue::from_bytes(bytes) else {
+                return Ok(());
+            };
+            let result = PasswordGrant::from_form(Some(&value), body.as_bytes());
+            match content_type {
+                ContentType::Form(_) => {
+                    prop_assert_ne!(result.clone().err(), Some(GrantError::UnsupportedMediaType));
+                }
+                ContentType::Other(_) => {
+                    prop_assert_eq!(result.clone().err(), Some(GrantError::UnsupportedMediaType));
+                }
+                ContentType::Unknown(_) => {}
             }
+            // A body this small is never too large.
+            prop_assert_ne!(result.err(), Some(GrantError::PayloadTooLarge));
         }
     }
 }

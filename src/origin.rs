@@ -405,11 +405,254 @@ mod tests {
         );
     }
 
+    /// `s` with the ASCII letters whose bit in `mask` is set upper-cased.
+    fn flip_case(s: &str, mask: u64) -> String {
+        s.chars()
+            .enumerate()
+            .map(|(i, c)| {
+                if mask >> (i % 64) & 1 == 1 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c
+                }
+            })
+            .collect()
+    }
+
+    /// Strings built like origins, piece by piece, each piece usually valid
+    /// and sometimes replaced by junk: most are normalisable, many are near
+    /// misses (a path, a user, a wildcard, a bad port, no scheme).
+    fn origin_like() -> impl Strategy<Value = String> {
+        (
+            prop_oneof![
+                4 => "https?",
+                2 => "[hH][tT][tT][pP][sS]?",
+                1 => "(ws|ftp|file|)",
+                1 => "\\PC{0,6}",
+            ],
+            prop_oneof![6 => Just("://".to_owned()), 1 => "[:/]{0,4}"],
+            prop_oneof![
+                6 => "[a-zA-Z0-9][a-zA-Z0-9.-]{0,15}",
+                1 => "(\\*\\.)?[a-z]{1,5}(@[a-z]{1,5})?",
+                1 => "\\PC{0,12}",
+            ],
+            prop_oneof![
+                3 => Just(String::new()),
+                3 => ":[0-9]{1,5}",
+                1 => ":[0-9a-z]{0,6}",
+            ],
+            prop_oneof![6 => Just(String::new()), 1 => "[/?#@][a-z/]{0,5}"],
+        )
+            .prop_map(|(scheme, sep, host, port, rest)| format!("{scheme}{sep}{host}{port}{rest}"))
+    }
+
+    /// The allowed origins of [`guard`], as browsers and configs may spell them.
+    const ALLOWED_SPELLINGS: [&str; 4] = [
+        "https://app.example.com",
+        "https://app.example.com:443",
+        "http://localhost:5173",
+        "http://LocalHost:5173",
+    ];
+
+    /// Origins [`guard`] must refuse: near misses of the allowed ones.
+    const FOREIGN: [&str; 14] = [
+        "https://evil.example",
+        "http://app.example.com",
+        "https://app.example.com:8443",
+        "https://app.example.com.evil",
+        "https://app-example.com",
+        "https://app.example.co",
+        "http://localhost:5174",
+        "http://localhost",
+        "https://localhost:5173",
+        "https://app.example.com/",
+        "https://app.example.com/path",
+        "https://user@app.example.com",
+        "app.example.com",
+        "https://*.example.com",
+    ];
+
+    /// An `Origin` header as the model sees it.
+    #[derive(Debug, Clone)]
+    enum OriginModel {
+        Absent,
+        Null,
+        Allowed(String),
+        Foreign(String),
+        /// Two headers: not a browser's doing.
+        Repeated(String, String),
+        /// Built or mutated: the model does not know the verdict.
+        Unknown(Vec<u8>),
+    }
+
+    /// A `Sec-Fetch-Site` header as the model sees it.
+    #[derive(Debug, Clone)]
+    enum FetchSiteModel {
+        Absent,
+        SameOrigin(String),
+        Other(String),
+        Unknown(Vec<u8>),
+    }
+
+    fn padded(value: String, pad: (bool, bool)) -> String {
+        format!(
+            "{}{value}{}",
+            if pad.0 { " " } else { "" },
+            if pad.1 { " " } else { "" }
+        )
+    }
+
+    /// Mostly as browsers serialize origins (lower case), sometimes not.
+    fn case_mask() -> impl Strategy<Value = u64> + Clone {
+        prop_oneof![Just(0), any::<u64>()]
+    }
+
+    fn origin_model() -> impl Strategy<Value = OriginModel> {
+        let allowed = (
+            proptest::sample::select(&ALLOWED_SPELLINGS[..]),
+            case_mask(),
+            any::<(bool, bool)>(),
+        )
+            .prop_map(|(o, mask, pad)| padded(flip_case(o, mask), pad));
+        let foreign = (proptest::sample::select(&FOREIGN[..]), case_mask())
+            .prop_map(|(o, mask)| flip_case(o, mask));
+        prop_oneof![
+            2 => Just(OriginModel::Absent),
+            1 => Just(OriginModel::Null),
+            4 => allowed.clone().prop_map(OriginModel::Allowed),
+            4 => foreign.clone().prop_map(OriginModel::Foreign),
+            1 => (allowed, foreign).prop_map(|(a, f)| OriginModel::Repeated(a, f)),
+            2 => origin_like().prop_map(|o| OriginModel::Unknown(o.into_bytes())),
+            1 => proptest::collection::vec(any::<u8>(), 0..40).prop_map(OriginModel::Unknown),
+        ]
+    }
+
+    fn fetch_site_model() -> impl Strategy<Value = FetchSiteModel> {
+        let other = proptest::sample::select(
+            &[
+                "same-site",
+                "cross-site",
+                "none",
+                "SAME-ORIGIN",
+                "same-origin2",
+                "same_origin",
+            ][..],
+        );
+        prop_oneof![
+            3 => Just(FetchSiteModel::Absent),
+            2 => any::<(bool, bool)>()
+                .prop_map(|pad| FetchSiteModel::SameOrigin(padded("same-origin".into(), pad))),
+            2 => other.prop_map(|o| FetchSiteModel::Other(o.to_owned())),
+            1 => proptest::collection::vec(any::<u8>(), 0..20).prop_map(FetchSiteModel::Unknown),
+        ]
+    }
+
+    /// The request, or `None` when `http` refuses a header's bytes.
+    fn model_request(
+        method: &Method,
+        upgrade: bool,
+        origin: &OriginModel,
+        fetch_site: &FetchSiteModel,
+    ) -> Option<Parts> {
+        let mut b = Request::builder().method(method.clone()).uri("/ws");
+        if upgrade {
+            b = b
+                .header("upgrade", "websocket")
+                .header("connection", "upgrade");
+        }
+        let origins: Vec<&[u8]> = match origin {
+            OriginModel::Absent => vec![],
+            OriginModel::Null => vec![b"null"],
+            OriginModel::Allowed(o) | OriginModel::Foreign(o) => vec![o.as_bytes()],
+            OriginModel::Repeated(a, f) => vec![a.as_bytes(), f.as_bytes()],
+            OriginModel::Unknown(bytes) => vec![bytes],
+        };
+        for value in origins {
+            b = b.header("origin", http::HeaderValue::from_bytes(value).ok()?);
+        }
+        let fetch: Option<&[u8]> = match fetch_site {
+            FetchSiteModel::Absent => None,
+            FetchSiteModel::SameOrigin(v) | FetchSiteModel::Other(v) => Some(v.as_bytes()),
+            FetchSiteModel::Unknown(bytes) => Some(bytes),
+        };
+        if let Some(value) = fetch {
+            b = b.header("sec-fetch-site", http::HeaderValue::from_bytes(value).ok()?);
+        }
+        Some(b.body(()).unwrap().into_parts().0)
+    }
+
+    /// The module docs' table for a cookie-authenticated request, or `None`
+    /// when a header is one the model does not know.
+    fn expected(
+        unsafe_or_upgrade: bool,
+        upgrade: bool,
+        origin: &OriginModel,
+        fetch_site: &FetchSiteModel,
+    ) -> Option<Result<(), OriginRejection>> {
+        use OriginRejection as R;
+        if !unsafe_or_upgrade {
+            return Some(Ok(()));
+        }
+        if upgrade {
+            match origin {
+                OriginModel::Absent => return Some(Err(R::Missing)),
+                OriginModel::Null => return Some(Err(R::Null)),
+                _ => {}
+            }
+        }
+        let same_origin = match fetch_site {
+            FetchSiteModel::SameOrigin(_) => true,
+            FetchSiteModel::Absent | FetchSiteModel::Other(_) => false,
+            FetchSiteModel::Unknown(_) => return None,
+        };
+        if same_origin {
+            return Some(Ok(()));
+        }
+        Some(match origin {
+            OriginModel::Allowed(_) => Ok(()),
+            OriginModel::Null => Err(R::Null),
+            OriginModel::Absent if matches!(fetch_site, FetchSiteModel::Absent) => Err(R::Missing),
+            OriginModel::Unknown(_) => return None,
+            _ => Err(R::NotAllowed),
+        })
+    }
+
+    /// What must hold whatever the headers: a cookie-authenticated unsafe
+    /// request or upgrade passes only with `Sec-Fetch-Site: same-origin` or
+    /// an `Origin` that starts like an allowed one (and an upgrade never
+    /// without an `Origin`, or with `null`).
+    fn may_pass(parts: &Parts, upgrade: bool) -> bool {
+        let single = |name: &str| {
+            let mut values = parts.headers.get_all(name).iter();
+            match (values.next(), values.next()) {
+                (Some(value), None) => {
+                    Some(String::from_utf8_lossy(value.as_bytes()).trim().to_owned())
+                }
+                _ => None,
+            }
+        };
+        let origin = single("origin");
+        if upgrade && origin.as_deref().is_none_or(|o| o == "null") {
+            return false;
+        }
+        single("sec-fetch-site").as_deref() == Some("same-origin")
+            || origin.is_some_and(|o| {
+                let o = o.to_ascii_lowercase();
+                o.starts_with("https://app.example.com") || o.starts_with("http://localhost:5173")
+            })
+    }
+
     proptest! {
         #[test]
-        fn normalize_never_panics_and_is_idempotent(s in "\\PC{0,60}") {
+        fn normalize_never_panics_and_is_idempotent(
+            s in prop_oneof![1 => "\\PC{0,60}", 3 => origin_like()],
+        ) {
             if let Some(n) = normalize(&s) {
                 prop_assert_eq!(normalize(&n), Some(n.clone()));
+                prop_assert_eq!(n.to_ascii_lowercase(), n.clone());
+                prop_assert!(n.contains("://"), "{}", n);
+                prop_assert!(!n.starts_with("http://") || !n.ends_with(":80"), "{}", n);
+                prop_assert!(!n.starts_with("https://") || !n.ends_with(":443"), "{}", n);
             }
         }
 
@@ -428,6 +671,50 @@ mod tests {
             prop_assert!(g.is_allowed(&origin.to_ascii_uppercase()));
             let longer = format!("{origin}x");
             prop_assert!(!g.is_allowed(&longer));
+        }
+
+        /// The guard against the module docs' table, on requests built
+        /// from allowed, foreign, null, repeated and unknown origins: an
+        /// unsafe cookie request or upgrade from an origin not on the list,
+        /// without `Sec-Fetch-Site: same-origin`, is refused; a request whose
+        /// token came from elsewhere is never refused for its origin.
+        #[test]
+        fn the_guard_follows_its_table(
+            method in proptest::sample::select(vec![
+                Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE,
+            ]),
+            upgrade_header in any::<bool>(),
+            // Cookies twice as often: only they are checked.
+            kind in proptest::sample::select(vec![
+                CredentialKind::Cookie,
+                CredentialKind::Cookie,
+                CredentialKind::Bearer,
+                CredentialKind::Query,
+                CredentialKind::Subprotocol,
+            ]),
+            origin in origin_model(),
+            fetch_site in fetch_site_model(),
+        ) {
+            let Some(parts) = model_request(&method, upgrade_header, &origin, &fetch_site) else {
+                return Ok(());
+            };
+            let verdict = guard().check(&parts, kind);
+            if kind != CredentialKind::Cookie {
+                prop_assert_eq!(verdict, Ok(()));
+                return Ok(());
+            }
+            let upgrade = method == Method::GET && upgrade_header;
+            // The safe methods among those generated (RFC 9110 §9.2.1),
+            // spelled out here rather than asked of the code under test.
+            let safe = method == Method::GET || method == Method::HEAD;
+            let unsafe_or_upgrade = upgrade || !safe;
+            match expected(unsafe_or_upgrade, upgrade, &origin, &fetch_site) {
+                Some(expected) => prop_assert_eq!(verdict, expected),
+                None => prop_assert!(
+                    verdict.is_err() || !unsafe_or_upgrade || may_pass(&parts, upgrade),
+                    "passed without a reason to: {:?}", parts.headers
+                ),
+            }
         }
 
         #[test]

@@ -359,6 +359,30 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn verify_refuses_a_correct_password_over_the_cap() {
+        // Hashed where the cap was larger: the password and hash match, so
+        // only the cap in `verify` can refuse it.
+        let roomy = PasswordHasher::builder()
+            .params(8, 1, 1)
+            .max_password_len(16)
+            .build()
+            .unwrap();
+        let long = "123456789";
+        let hash = roomy.hash(long).await.unwrap();
+        assert_eq!(roomy.verify(long, &hash).await, Ok(true));
+        let capped = PasswordHasher::builder()
+            .params(8, 1, 1)
+            .max_password_len(8)
+            .build()
+            .unwrap();
+        assert_eq!(
+            capped.verify(long, &hash).await,
+            Err(PasswordError::TooLong)
+        );
+        assert_eq!(capped.verify("12345678", &hash).await, Ok(false));
+    }
+
     #[test]
     fn configuration_is_checked() {
         assert!(PasswordHasher::builder().params(0, 0, 0).build().is_err());

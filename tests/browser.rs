@@ -16,8 +16,11 @@
 //!    session cookie, opens a WebSocket to it (refused) and posts a classic
 //!    auto-submitting form to `/logout` (refused; still logged in).
 //!
-//! Without Chromium and ChromeDriver the tests skip with one line on stderr;
-//! with `CI=true` they fail instead.
+//! They are `#[ignore]`d, so a plain `cargo test` reports them as ignored
+//! rather than as passed without having run; `.ci/run` runs them with
+//! `cargo test --all-features --test browser -- --ignored`. Run that way
+//! without Chromium and ChromeDriver they skip with one line on stderr; with
+//! `CI=true` they fail instead.
 #![cfg(feature = "axum")]
 
 mod common;
@@ -354,6 +357,7 @@ async fn send_on_page(browser: &Browser, text: &str) {
 
 /// Scenario 1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromedriver; run with --ignored, as .ci/run does"]
 async fn a_writer_and_a_reader_chat_through_the_page() {
     let Some(programs) = programs() else { return };
     let server = ExampleServer::start("websocket_rooms", Some(SECRET), &[]);
@@ -535,6 +539,7 @@ async fn server_without_exposed_header(origin: &str) -> String {
 
 /// Scenario 2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromedriver; run with --ignored, as .ci/run does"]
 async fn a_page_on_another_origin_reads_the_renewed_token_only_when_cors_exposes_it() {
     let Some(programs) = programs() else { return };
     let page_origin =
@@ -654,6 +659,7 @@ const CSRF_PAGE: &str = r#"<!doctype html>
 
 /// Scenario 3.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromedriver; run with --ignored, as .ci/run does"]
 async fn a_foreign_page_cannot_use_the_session_cookie() {
     let Some(programs) = programs() else { return };
     let server = ExampleServer::start("websocket_rooms", Some(SECRET), &[]);

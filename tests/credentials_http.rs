@@ -130,7 +130,7 @@ async fn query_token_is_accepted_on_a_websocket_upgrade() {
     // And on an upgrade a bad query token is a bad credential.
     send(websocket_get(format!("{base}/me?token=garbage")))
         .await
-        .assert_invalid_token();
+        .assert_invalid_token_because("malformed");
 }
 
 #[tokio::test]
@@ -275,7 +275,7 @@ async fn with_first_in_order_precedence_the_header_wins_over_the_cookie() {
             .header(COOKIE, format!("at={token}")),
     )
     .await
-    .assert_invalid_token();
+    .assert_invalid_token_because("malformed");
 }
 
 #[tokio::test]
@@ -284,7 +284,7 @@ async fn token_over_the_configured_cap_is_invalid_token() {
     let token = token_for(&codec, "johndoe", "");
     assert!(token.len() > 64);
     let reply = get_bearer(&base, "/me", &token).await;
-    reply.assert_invalid_token();
+    reply.assert_invalid_token_because("too_long");
     assert!(reply.description().contains("too long"), "{reply:?}");
     // The cap applies to the cookie source too.
     let reply = send(
@@ -293,7 +293,7 @@ async fn token_over_the_configured_cap_is_invalid_token() {
             .header(COOKIE, format!("at={token}")),
     )
     .await;
-    reply.assert_invalid_token();
+    reply.assert_invalid_token_because("too_long");
     assert!(reply.description().contains("too long"), "{reply:?}");
 }
 
@@ -304,11 +304,11 @@ async fn token_over_the_default_8_kib_cap_is_invalid_token() {
     // more is refused as too long before decoding.
     let at_cap = "a".repeat(8 * 1024);
     let reply = get_bearer(&base, "/me", &at_cap).await;
-    reply.assert_invalid_token();
+    reply.assert_invalid_token_because("malformed");
     assert!(!reply.description().contains("too long"), "{reply:?}");
     let over = "a".repeat(8 * 1024 + 1);
     let reply = get_bearer(&base, "/me", &over).await;
-    reply.assert_invalid_token();
+    reply.assert_invalid_token_because("too_long");
     assert!(reply.description().contains("too long"), "{reply:?}");
     // A real token still passes.
     let ok = get_bearer(&base, "/me", &token_for(&codec, "johndoe", "")).await;

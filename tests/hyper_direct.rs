@@ -60,6 +60,7 @@ fn authenticator() -> Authenticator<SimpleUser> {
     Authenticator::builder(users, codec)
         .realm("direct")
         .sliding_expiry(SlidingExpiry::new(Duration::from_secs(8 * 3600)))
+        .render_errors(common::reason_header)
         .build()
         .unwrap()
 }
@@ -89,6 +90,16 @@ async fn authenticate_and_error_response_without_tower() {
     let token = codec
         .issue(&codec.new_claims("johndoe", Scopes::none(), 0, ()))
         .unwrap();
+    // The same claims signed with another key: a forgery, not garbage.
+    let forged = common::sign_raw(
+        &common::at_header(tower_auth::Algorithm::HS256),
+        &common::payload("johndoe"),
+        &jsonwebtoken::EncodingKey::from_secret(common::OTHER_SECRET),
+    );
+    let refused = client.get(&base).bearer_auth(&forged).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(refused.headers()[common::REASON_HEADER], "bad_signature");
+
     let ok = client.get(&base).bearer_auth(&token).send().await.unwrap();
     assert_eq!(ok.status(), 200);
     assert!(ok.headers().get("x-refreshed-token").is_none());

@@ -71,15 +71,42 @@ async fn whoami_answers_rfc_6750_errors() {
         "Bearer realm=\"tower-auth\""
     );
 
+    // A well-formed access token for johndoe, signed with another key; the
+    // same claims signed with the server's secret pass, so only the
+    // signature is wrong.
+    let claims = common::payload("johndoe");
+    let header = common::at_header(tower_auth::Algorithm::HS256);
+    let sign = |secret: &[u8]| {
+        common::sign_raw(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret),
+        )
+    };
+    let genuine = client
+        .get(&url)
+        .bearer_auth(sign(SECRET.as_bytes()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(genuine.status(), 200);
     let forged = client
         .get(&url)
-        .bearer_auth("abc.def.ghi")
+        .bearer_auth(sign(b"another secret, also of more than 32 bytes"))
         .send()
         .await
         .unwrap();
     assert_eq!(forged.status(), 401);
     let challenge = forged.headers()["www-authenticate"].to_str().unwrap();
     assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+    let forged: Value = forged.json().await.unwrap();
+    assert_eq!(
+        forged,
+        serde_json::json!({
+            "error": "invalid_token",
+            "error_description": "the access token is invalid",
+        })
+    );
 
     let wrong = login(&client, &example.base, "wrong").await;
     assert_eq!(wrong.status(), 400);

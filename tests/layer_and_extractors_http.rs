@@ -40,10 +40,10 @@ async fn required_layer_rejects_before_the_handler_runs() {
     get_anonymous(&base, "/me").await.assert_no_credentials();
     get_bearer(&base, "/me", "garbage")
         .await
-        .assert_invalid_token();
+        .assert_invalid_token_because("malformed");
     get_bearer(&base, "/me", &token_for(&codec, "bob", ""))
         .await
-        .assert_invalid_token();
+        .assert_invalid_token_because("inactive_user");
     Reply::from(
         client()
             .get(format!("{base}/me"))
@@ -82,12 +82,12 @@ async fn optional_layer_passes_anonymous_through_and_refuses_bad_tokens() {
     // A bad token is not "anonymous": 401, and the handler does not run.
     get_bearer(&base, "/me", "garbage")
         .await
-        .assert_invalid_token();
+        .assert_invalid_token_because("malformed");
     let mut expired = codec.new_claims("johndoe", tower_auth::Scopes::none(), 0, ());
     expired.exp = now() - 60;
     get_bearer(&base, "/me", &codec.issue(&expired).unwrap())
         .await
-        .assert_invalid_token();
+        .assert_invalid_token_because("expired");
     Reply::from(
         client()
             .get(format!("{base}/me"))
@@ -272,12 +272,23 @@ mod extractors {
                 assert_eq!(reply.status, replies[0].status, "{what}: {reply:?}");
                 assert_eq!(reply.challenge, replies[0].challenge, "{what}");
                 assert_eq!(reply.bytes, replies[0].bytes, "{what}");
+                assert_eq!(reply.reason(), replies[0].reason(), "{what}");
             }
             match what {
                 "valid" => assert_eq!(replies[0].text(), "johndoe"),
-                "no credentials" | "other scheme" => replies[0].assert_no_credentials(),
-                "bearer alone" | "two tokens" => replies[0].assert_invalid_request(),
-                _ => replies[0].assert_invalid_token(),
+                "no credentials" | "other scheme" => {
+                    replies[0].assert_no_credentials();
+                    replies[0].assert_reason("missing_credentials");
+                }
+                "bearer alone" | "two tokens" => {
+                    replies[0].assert_invalid_request();
+                    replies[0].assert_reason("invalid_request");
+                }
+                "garbage token" => replies[0].assert_invalid_token_because("malformed"),
+                "expired" => replies[0].assert_invalid_token_because("expired"),
+                "unknown user" => replies[0].assert_invalid_token_because("unknown_user"),
+                "disabled user" => replies[0].assert_invalid_token_because("inactive_user"),
+                other => panic!("no expectation for the probe {other:?}"),
             }
         }
     }
@@ -295,7 +306,7 @@ mod extractors {
             assert_eq!(reply.text(), "johndoe");
             get_bearer(&base, "/maybe", "garbage")
                 .await
-                .assert_invalid_token();
+                .assert_invalid_token_because("malformed");
         }
         // Under the optional layer too.
         let app = routes::<()>().layer(AuthLayer::optional(auth(&codec)));
@@ -309,7 +320,7 @@ mod extractors {
         );
         get_bearer(&base, "/maybe", "garbage")
             .await
-            .assert_invalid_token();
+            .assert_invalid_token_because("malformed");
     }
 
     #[tokio::test]
@@ -323,8 +334,7 @@ mod extractors {
             assert_eq!(reply.text(), "johndoe");
 
             let reply = get_bearer(base, "/scoped/items", &me_only).await;
-            assert_eq!(reply.status, 403, "{reply:?}");
-            reply.assert_error_body("insufficient_scope");
+            reply.assert_refused(403, "insufficient_scope", "insufficient_scope");
             assert_eq!(
                 reply.challenge.as_deref(),
                 Some(
@@ -346,7 +356,7 @@ mod extractors {
                 .assert_no_credentials();
             get_bearer(base, "/scoped/me", "garbage")
                 .await
-                .assert_invalid_token();
+                .assert_invalid_token_because("malformed");
         }
     }
 

@@ -4,7 +4,9 @@
 //!
 //! Every log line of this test binary, at TRACE level, is captured while a
 //! server handles logins, good and bad tokens and malformed headers; none of
-//! the secrets involved may appear.
+//! the secrets involved may appear, and no text a client chose (a token's
+//! header, a subject) may start a log line of its own: subjects are logged
+//! with `?` (escaped), errors that echo input are not logged at all.
 #![cfg(feature = "axum")]
 
 mod common;
@@ -25,6 +27,8 @@ const PASSWORD: &str = "correct-horse-battery-staple";
 const WRONG_PASSWORD: &str = "wrong-horse-battery-staple";
 const HMAC_SECRET: &str = "an HMAC secret nobody may ever log, 32+ bytes";
 const INJECTED: &str = "INJECTED-LOG-LINE";
+/// A subject that, written raw, would start a forged log line.
+const NEWLINE_SUBJECT: &str = "eve\nINJECTED-LOG-LINE";
 
 /// Everything written to the log, shared with the subscriber.
 #[derive(Clone, Default)]
@@ -58,12 +62,15 @@ fn capture_logs() -> Captured {
     captured
 }
 
-/// A token whose header, once decoded, carries a newline and a fake log line.
+/// A token whose header is valid JSON holding an escaped newline and a fake
+/// log line in `alg`: serde's error for it ("unknown variant `HS256` + a raw
+/// newline + ...") echoes the value decoded, so a build that logged that
+/// error with `%` would write the fake line.
 fn injection_token() -> String {
-    let header = URL_SAFE_NO_PAD.encode(format!(
-        "{{\"alg\":\"HS256\n{INJECTED}\",\"typ\":\"at+jwt\"}}"
-    ));
-    let payload = URL_SAFE_NO_PAD.encode(format!("{{\"sub\":\"x\n{INJECTED}\",\"exp\":1}}"));
+    let header = serde_json::json!({ "alg": format!("HS256\n{INJECTED}"), "typ": "at+jwt" });
+    let payload = serde_json::json!({ "sub": format!("x\n{INJECTED}"), "exp": 1 });
+    let header = URL_SAFE_NO_PAD.encode(header.to_string());
+    let payload = URL_SAFE_NO_PAD.encode(payload.to_string());
     format!("{header}.{payload}.c2lnbmF0dXJl")
 }
 
@@ -73,10 +80,11 @@ async fn no_token_password_or_secret_reaches_a_log_line_or_debug_output() {
 
     let hash = PasswordHasher::new().hash(PASSWORD).await.unwrap();
     let users = common::users(&hash);
+    users.insert(tower_auth::SimpleUser::new(NEWLINE_SUBJECT, hash.clone()));
     let codec: TokenCodec = common::codec_builder(Key::hs256(HMAC_SECRET.as_bytes()).unwrap())
         .build()
         .unwrap();
-    let auth = Authenticator::builder(users, codec)
+    let auth = Authenticator::builder(users, codec.clone())
         .credentials(Credentials::bearer().query("token").cookie("at"))
         .build()
         .unwrap();
@@ -146,6 +154,24 @@ async fn no_token_password_or_secret_reaches_a_log_line_or_debug_output() {
         .unwrap();
     assert_eq!(malformed.status(), 400);
 
+    // Validly signed tokens whose subject holds a newline: a known user
+    // (authenticated, its subject logged) and an unknown one (refused).
+    for (sub, status) in [(NEWLINE_SUBJECT, 200), ("mallory\nINJECTED-LOG-LINE", 401)] {
+        let token = common::token_for(&codec, sub, "");
+        let reply = client.get(&me).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(reply.status(), status, "{sub:?}");
+    }
+    // ... and a login of that user, refused then accepted.
+    for (password, status) in [(WRONG_PASSWORD, 400), (PASSWORD, 200)] {
+        let reply = client
+            .post(format!("{base}/token"))
+            .form(&[("username", NEWLINE_SUBJECT), ("password", password)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), status);
+    }
+
     let logged = logs.text();
     assert!(
         logged.contains("login succeeded"),
@@ -158,13 +184,24 @@ async fn no_token_password_or_secret_reaches_a_log_line_or_debug_output() {
         PASSWORD,
         WRONG_PASSWORD,
         HMAC_SECRET,
-        INJECTED,
     ] {
         assert!(
             !logged.contains(secret),
             "{secret:?} in the logs:\n{logged}"
         );
     }
+    // Client text never starts a line: a raw newline before it would.
+    let forged_line = format!("\n{INJECTED}");
+    assert!(
+        !logged.contains(&forged_line),
+        "client text wrote its own log line:\n{logged}"
+    );
+    // The subject was logged, escaped (`?`): the capture saw it.
+    let escaped = format!("{NEWLINE_SUBJECT:?}");
+    assert!(
+        logged.contains(escaped.trim_matches('"')),
+        "{escaped} not in the logs:\n{logged}"
+    );
 
     let debug = format!(
         "{auth:?} {:?} {:?}",

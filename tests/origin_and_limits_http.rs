@@ -19,6 +19,7 @@ async fn serve_app(limit: Option<RateLimit>) -> (String, String) {
         .realm(REALM)
         .credentials(Credentials::bearer().cookie("at"))
         .allowed_origins([APP])
+        .render_errors(reason_header)
         .build()
         .unwrap();
     let mut app = Router::new().route("/me", post(whoami).get(whoami).delete(whoami));
@@ -65,18 +66,27 @@ async fn unsafe_cookie_requests_need_an_allowed_origin() {
             "{method} {headers:?}"
         );
     }
-    for (method, headers) in [
-        (M::POST, vec![]),
-        (M::POST, vec![("origin", "null")]),
-        (M::POST, vec![("origin", "https://evil.example")]),
+    for (method, headers, reason) in [
+        (M::POST, vec![], "origin_missing"),
+        (M::POST, vec![("origin", "null")], "origin_null"),
+        (
+            M::POST,
+            vec![("origin", "https://evil.example")],
+            "origin_not_allowed",
+        ),
         (
             M::DELETE,
             vec![
                 ("origin", "https://evil.example"),
                 ("sec-fetch-site", "cross-site"),
             ],
+            "origin_not_allowed",
         ),
-        (M::POST, vec![("sec-fetch-site", "same-site")]),
+        (
+            M::POST,
+            vec![("sec-fetch-site", "same-site")],
+            "origin_not_allowed",
+        ),
     ] {
         let reply = send(&base, method.clone(), cookie(), &headers).await;
         assert_eq!(reply.status, 403, "{method} {headers:?}");
@@ -84,7 +94,7 @@ async fn unsafe_cookie_requests_need_an_allowed_origin() {
             reply.challenge.is_none(),
             "no Bearer challenge: the credentials are fine"
         );
-        reply.assert_error_body("invalid_origin");
+        reply.assert_refused(403, "invalid_origin", reason);
     }
     // The bearer header is no ambient credential: never checked.
     for headers in [
@@ -108,8 +118,7 @@ async fn a_cached_cookie_token_still_meets_the_origin_guard() {
     let allowed = send(&base, M::POST, cookie.clone(), &[("origin", APP)]).await;
     assert_eq!(allowed.status, 200);
     let refused = send(&base, M::POST, cookie, &foreign).await;
-    assert_eq!(refused.status, 403);
-    refused.assert_error_body("invalid_origin");
+    refused.assert_refused(403, "invalid_origin", "origin_not_allowed");
     // A token that cannot be in the cache is checked first, as before the
     // cache existed: malformed is 400 whatever the Origin.
     let malformed = ("cookie", "at=not\\a\\token".to_owned());
@@ -127,8 +136,7 @@ async fn the_rate_limit_layer_answers_429_per_subject() {
         assert_eq!(get_bearer(&base, "/me", &token).await.status, 200);
     }
     let refused = get_bearer(&base, "/me", &token).await;
-    assert_eq!(refused.status, 429);
-    refused.assert_error_body("too_many_requests");
+    refused.assert_refused(429, "too_many_requests", "rate");
     assert!(refused.challenge.is_none());
     let retry_after: u64 = refused.headers["retry-after"]
         .to_str()

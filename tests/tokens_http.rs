@@ -66,7 +66,7 @@ async fn every_algorithm_issues_a_token_that_authenticates_a_request() {
         parts[1] = &forged;
         get_bearer(&base, "/me", &parts.join("."))
             .await
-            .assert_invalid_token();
+            .assert_invalid_token_because("bad_signature");
     }
 }
 
@@ -134,7 +134,7 @@ async fn unknown_or_missing_kid_is_invalid_token_not_500() {
     header.kid = Some("ghost".into());
     get_bearer(&base, "/me", &sign_hs256(&header, &payload("johndoe")))
         .await
-        .assert_invalid_token();
+        .assert_invalid_token_because("unknown_key");
     // No kid at all, at a codec whose keys all have one.
     get_bearer(
         &base,
@@ -142,7 +142,7 @@ async fn unknown_or_missing_kid_is_invalid_token_not_500() {
         &sign_hs256(&at_header(Algorithm::HS256), &payload("johndoe")),
     )
     .await
-    .assert_invalid_token();
+    .assert_invalid_token_because("unknown_key");
 }
 
 #[tokio::test]
@@ -156,7 +156,7 @@ async fn alg_none_in_any_spelling_is_refused() {
         );
         get_bearer(&base, "/me", &token)
             .await
-            .assert_invalid_token();
+            .assert_invalid_token_because("malformed");
         // With a (valid HS256) signature over the same bytes too.
         let signed = sign_json_header(
             &json!({"alg": alg, "typ": "at+jwt"}),
@@ -165,7 +165,7 @@ async fn alg_none_in_any_spelling_is_refused() {
         );
         get_bearer(&base, "/me", &signed)
             .await
-            .assert_invalid_token();
+            .assert_invalid_token_because("malformed");
     }
 }
 
@@ -183,7 +183,7 @@ async fn hs256_signed_with_the_rsa_public_pem_is_refused_by_an_rs256_codec() {
     );
     get_bearer(&base, "/me", &token)
         .await
-        .assert_invalid_token();
+        .assert_invalid_token_because("algorithm_mismatch");
 }
 
 #[tokio::test]
@@ -197,7 +197,7 @@ async fn a_header_naming_another_algorithm_of_the_same_family_is_refused() {
     );
     get_bearer(&base, "/me", &token)
         .await
-        .assert_invalid_token();
+        .assert_invalid_token_because("algorithm_mismatch");
     // RS256 codec, PS256 token signed with the right RSA key.
     let codec = codec_builder(pem_key(Algorithm::RS256, "rsa"))
         .build()
@@ -210,7 +210,7 @@ async fn a_header_naming_another_algorithm_of_the_same_family_is_refused() {
     );
     get_bearer(&base, "/me", &token)
         .await
-        .assert_invalid_token();
+        .assert_invalid_token_because("algorithm_mismatch");
 }
 
 #[tokio::test]
@@ -224,17 +224,17 @@ async fn a_token_without_typ_at_jwt_is_refused() {
     jwt.typ = Some("JWT".into());
     get_bearer(&base, "/me", &sign_hs256(&jwt, &payload("johndoe")))
         .await
-        .assert_invalid_token();
+        .assert_invalid_token_because("wrong_type");
     let mut untyped = Header::new(Algorithm::HS256);
     untyped.typ = None;
     get_bearer(&base, "/me", &sign_hs256(&untyped, &payload("johndoe")))
         .await
-        .assert_invalid_token();
+        .assert_invalid_token_because("wrong_type");
     let mut refresh = Header::new(Algorithm::HS256);
     refresh.typ = Some("rt+jwt".into());
     get_bearer(&base, "/me", &sign_hs256(&refresh, &payload("johndoe")))
         .await
-        .assert_invalid_token();
+        .assert_invalid_token_because("wrong_type");
 }
 
 #[tokio::test]
@@ -244,7 +244,7 @@ async fn a_crit_header_is_refused() {
     header.crit = Some(vec!["exp".into()]);
     get_bearer(&base, "/me", &sign_hs256(&header, &payload("johndoe")))
         .await
-        .assert_invalid_token();
+        .assert_invalid_token_because("critical_header");
     // An empty crit list is refused too.
     let token = sign_json_header(
         &json!({"alg": "HS256", "typ": "at+jwt", "crit": []}),
@@ -253,7 +253,7 @@ async fn a_crit_header_is_refused() {
     );
     get_bearer(&base, "/me", &token)
         .await
-        .assert_invalid_token();
+        .assert_invalid_token_because("critical_header");
 }
 
 #[tokio::test]
@@ -277,7 +277,7 @@ async fn jku_and_jwk_headers_do_not_change_which_key_verifies() {
         &sign_raw(&header, &payload("johndoe"), &foreign),
     )
     .await
-    .assert_invalid_token();
+    .assert_invalid_token_because("bad_signature");
 
     // Signed with the configured key: the same headers are ignored, and the
     // configured key verifies.
@@ -294,7 +294,7 @@ async fn an_expired_token_is_refused_with_a_description_that_says_so() {
     claims.exp = now() - 10;
     claims.iat = Some(now() - 1000);
     let reply = get_bearer(&base, "/me", &codec.issue(&claims).unwrap()).await;
-    reply.assert_invalid_token();
+    reply.assert_invalid_token_because("expired");
     assert!(reply.description().contains("expired"), "{reply:?}");
     assert!(
         reply.challenge.as_deref().unwrap().contains("expired"),
@@ -310,7 +310,7 @@ async fn a_token_with_nbf_in_the_future_is_refused() {
     claims.nbf = Some(now() + 600);
     get_bearer(&base, "/me", &codec.issue(&claims).unwrap())
         .await
-        .assert_invalid_token();
+        .assert_invalid_token_because("not_yet_valid");
     // nbf in the past is fine.
     claims.nbf = Some(now() - 600);
     assert_eq!(
@@ -336,7 +336,7 @@ async fn exp_and_sub_are_required() {
             &sign_hs256(&at_header(Algorithm::HS256), &payload),
         )
         .await
-        .assert_invalid_token();
+        .assert_invalid_token_because("malformed");
     }
 }
 
@@ -357,7 +357,7 @@ async fn leeway_is_honoured_at_the_boundary() {
     claims.exp = now() - 600;
     get_bearer(&base, "/me", &codec.issue(&claims).unwrap())
         .await
-        .assert_invalid_token();
+        .assert_invalid_token_because("expired");
     // nbf ahead by less than the leeway: accepted; by more: refused.
     claims.exp = now() + 3600;
     claims.nbf = Some(now() + 30);
@@ -370,7 +370,7 @@ async fn leeway_is_honoured_at_the_boundary() {
     claims.nbf = Some(now() + 600);
     get_bearer(&base, "/me", &codec.issue(&claims).unwrap())
         .await
-        .assert_invalid_token();
+        .assert_invalid_token_because("not_yet_valid");
 
     // The default leeway is zero: a second-old expiry is refused.
     let strict = hs256_codec();
@@ -379,7 +379,7 @@ async fn leeway_is_honoured_at_the_boundary() {
     claims.exp = now() - 1;
     get_bearer(&base, "/me", &strict.issue(&claims).unwrap())
         .await
-        .assert_invalid_token();
+        .assert_invalid_token_because("expired");
 }
 
 fn iss_aud_codec() -> TokenCodec {
@@ -415,54 +415,64 @@ async fn configured_issuer_and_audience_are_required_and_strictly_typed() {
         200
     );
 
-    let refused: Vec<(&str, String)> = vec![
+    // What is wrong, the reason code, the token. A wrongly typed claim
+    // fails deserialization (`malformed`) before any comparison.
+    let refused: Vec<(&str, &str, String)> = vec![
         (
             "missing iss",
+            "wrong_issuer",
             raw_iss_aud(|p| {
                 p.remove("iss");
             }),
         ),
         (
             "wrong iss",
+            "wrong_issuer",
             raw_iss_aud(|p| {
                 p.insert("iss".into(), json!("https://evil.test"));
             }),
         ),
         (
             "iss array with the right value",
+            "malformed",
             raw_iss_aud(|p| {
                 p.insert("iss".into(), json!([ISSUER]));
             }),
         ),
         (
             "missing aud",
+            "wrong_audience",
             raw_iss_aud(|p| {
                 p.remove("aud");
             }),
         ),
         (
             "wrong aud",
+            "wrong_audience",
             raw_iss_aud(|p| {
                 p.insert("aud".into(), json!("other"));
             }),
         ),
         (
             "aud as a number",
+            "malformed",
             raw_iss_aud(|p| {
                 p.insert("aud".into(), json!(42));
             }),
         ),
         (
             "aud array without the right value",
+            "wrong_audience",
             raw_iss_aud(|p| {
                 p.insert("aud".into(), json!(["other", "more"]));
             }),
         ),
     ];
-    for (what, token) in refused {
+    for (what, reason, token) in refused {
         let reply = get_bearer(&base, "/me", &token).await;
         assert_eq!(reply.status, 401, "{what}: {reply:?}");
         reply.assert_invalid_token();
+        assert_eq!(reply.reason(), reason, "{what}: {reply:?}");
     }
 
     // Through the codec's own claims type: iss/aud removed or wrong.
@@ -470,12 +480,12 @@ async fn configured_issuer_and_audience_are_required_and_strictly_typed() {
     claims.iss = None;
     get_bearer(&base, "/me", &codec.issue(&claims).unwrap())
         .await
-        .assert_invalid_token();
+        .assert_invalid_token_because("wrong_issuer");
     let mut claims = codec.new_claims("johndoe", Scopes::none(), 0, ());
     claims.aud = Some(Audience::One("other".into()));
     get_bearer(&base, "/me", &codec.issue(&claims).unwrap())
         .await
-        .assert_invalid_token();
+        .assert_invalid_token_because("wrong_audience");
 }
 
 #[tokio::test]
@@ -500,7 +510,7 @@ async fn a_token_with_aud_is_refused_by_a_codec_without_audience() {
     claims.aud = Some(Audience::One("api".into()));
     get_bearer(&base, "/me", &codec.issue(&claims).unwrap())
         .await
-        .assert_invalid_token();
+        .assert_invalid_token_because("wrong_audience");
 }
 
 /// `/me` behind the layer; `/scoped` additionally requires scope `me`.
@@ -525,10 +535,10 @@ async fn scope_and_scp_together_are_refused() {
     let token = sign_hs256(&at_header(Algorithm::HS256), &both);
     get_bearer(&base, "/me", &token)
         .await
-        .assert_invalid_token();
+        .assert_invalid_token_because("conflicting_scopes");
     get_bearer(&base, "/scoped", &token)
         .await
-        .assert_invalid_token();
+        .assert_invalid_token_because("conflicting_scopes");
 }
 
 #[tokio::test]
@@ -552,7 +562,7 @@ async fn scp_array_alone_grants_scopes() {
         &sign_hs256(&at_header(Algorithm::HS256), &without),
     )
     .await;
-    assert_eq!(reply.status, 403, "{reply:?}");
+    reply.assert_refused(403, "insufficient_scope", "insufficient_scope");
     // A space-separated `scope` string grants the same.
     let mut scope = payload("johndoe");
     scope["scope"] = json!("items me");
@@ -625,5 +635,5 @@ async fn duplicate_alg_in_the_header_cannot_smuggle_none() {
     );
     get_bearer(&base, "/me", &token)
         .await
-        .assert_invalid_token();
+        .assert_invalid_token_because("malformed");
 }

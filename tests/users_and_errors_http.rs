@@ -26,7 +26,7 @@ async fn serve_users() -> (String, tower_auth::TokenCodec, MemoryUserStore<Simpl
 async fn unknown_subject_is_invalid_token() {
     let (base, codec, _) = serve_users().await;
     let reply = get_bearer(&base, "/me", &token_for(&codec, "nobody", "")).await;
-    reply.assert_invalid_token();
+    reply.assert_invalid_token_because("unknown_user");
     // A subject that never existed was never revoked: the text, shared with
     // disabled users and revoked tokens, must be true of all three.
     assert_eq!(reply.description(), USER_REFUSED);
@@ -45,7 +45,7 @@ async fn user_removed_after_issue_is_invalid_token() {
     store.remove("alice");
     get_bearer(&base, "/me", &token)
         .await
-        .assert_invalid_token();
+        .assert_invalid_token_because("unknown_user");
 }
 
 #[tokio::test]
@@ -54,14 +54,14 @@ async fn disabled_user_is_invalid_token() {
     // bob is disabled from the start.
     get_bearer(&base, "/me", &token_for(&codec, "bob", ""))
         .await
-        .assert_invalid_token();
+        .assert_invalid_token_because("inactive_user");
     // alice is disabled while holding a token.
     let token = token_for(&codec, "alice", "");
     assert_eq!(get_bearer(&base, "/me", &token).await.status, 200);
     store.update("alice", |u| u.active = false);
     get_bearer(&base, "/me", &token)
         .await
-        .assert_invalid_token();
+        .assert_invalid_token_because("inactive_user");
 }
 
 #[tokio::test]
@@ -71,12 +71,30 @@ async fn token_version_bumped_after_issue_revokes_the_token() {
     assert_eq!(get_bearer(&base, "/me", &token).await.status, 200);
     store.update("johndoe", |u| u.token_version += 1);
     let reply = get_bearer(&base, "/me", &token).await;
-    reply.assert_invalid_token();
+    reply.assert_invalid_token_because("revoked");
     // A token carrying the new version works.
     let fresh = codec
         .issue(&codec.new_claims("johndoe", tower_auth::Scopes::none(), 1, ()))
         .unwrap();
     assert_eq!(get_bearer(&base, "/me", &fresh).await.status, 200);
+}
+
+/// A token signed without a `token_version` claim (by another issuer, or
+/// before versions existed) counts as version 0: raising the user's version
+/// revokes it like any other.
+#[tokio::test]
+async fn a_token_without_a_version_claim_is_revoked_by_a_version_bump() {
+    let (base, _, store) = serve_users().await;
+    let claims = payload("alice");
+    assert!(claims.get("token_version").is_none(), "{claims}");
+    let unversioned = sign_hs256(&at_header(tower_auth::Algorithm::HS256), &claims);
+    let reply = get_bearer(&base, "/me", &unversioned).await;
+    assert_eq!((reply.status, reply.text()), (200, "alice".into()));
+
+    store.update("alice", |u| u.token_version = 1);
+    get_bearer(&base, "/me", &unversioned)
+        .await
+        .assert_invalid_token_because("revoked");
 }
 
 #[tokio::test]
@@ -92,6 +110,11 @@ async fn unknown_disabled_and_revoked_share_one_answer() {
     assert_eq!(revoked.description(), USER_REFUSED);
     assert_eq!(unknown.challenge, disabled.challenge);
     assert_eq!(unknown.challenge, revoked.challenge);
+    // ... for three different reasons, which only the server knows.
+    assert_eq!(
+        [unknown.reason(), disabled.reason(), revoked.reason()],
+        ["unknown_user", "inactive_user", "revoked"]
+    );
 }
 
 /// A store whose database is down, with the error types apps use: the
@@ -136,12 +159,12 @@ async fn failing_store_is_503_with_nothing_internal_in_the_body() {
     let codec = hs256_codec();
     let auth = Authenticator::builder(FailingStore, codec.clone())
         .realm(REALM)
+        .render_errors(reason_header)
         .build()
         .unwrap();
     let base = serve(protected_app(auth)).await;
     let reply = get_bearer(&base, "/me", &token_for(&codec, "johndoe", "")).await;
-    assert_eq!(reply.status, 503, "{reply:?}");
-    reply.assert_error_body("temporarily_unavailable");
+    reply.assert_refused(503, "temporarily_unavailable", "user_store");
     let text = reply.text();
     assert!(!text.contains("hunter2"), "{text}");
     assert!(!text.contains("db password"), "{text}");
@@ -174,8 +197,7 @@ async fn missing_scope_is_403_insufficient_scope_naming_the_required_scopes() {
     let me_only = token_for(&codec, "johndoe", "me");
     assert_eq!(get_bearer(&base, "/me", &me_only).await.status, 200);
     let reply = get_bearer(&base, "/items", &me_only).await;
-    assert_eq!(reply.status, 403, "{reply:?}");
-    reply.assert_error_body("insufficient_scope");
+    reply.assert_refused(403, "insufficient_scope", "insufficient_scope");
     assert_eq!(
         reply.challenge.as_deref(),
         Some(
@@ -191,7 +213,7 @@ async fn missing_scope_is_403_insufficient_scope_naming_the_required_scopes() {
     // No scopes at all: both routes name their requirement.
     let none = token_for(&codec, "johndoe", "");
     let reply = get_bearer(&base, "/me", &none).await;
-    assert_eq!(reply.status, 403);
+    reply.assert_refused(403, "insufficient_scope", "insufficient_scope");
     assert!(
         reply
             .challenge
@@ -211,11 +233,16 @@ async fn anonymous_request_on_a_scope_protected_route_is_401_not_403() {
     let auth = authenticator(users("unused"), codec, Credentials::bearer());
     // Optional layer: the anonymous request reaches the scope check.
     let base = serve(scoped_app(auth.clone(), AuthLayer::optional(auth.clone()))).await;
-    get_anonymous(&base, "/items").await.assert_no_credentials();
-    get_anonymous(&base, "/me").await.assert_no_credentials();
+    for path in ["/items", "/me"] {
+        let reply = get_anonymous(&base, path).await;
+        reply.assert_no_credentials();
+        reply.assert_reason("missing_credentials");
+    }
     // Required layer: the same answer.
     let base = serve(scoped_app(auth.clone(), AuthLayer::required(auth))).await;
-    get_anonymous(&base, "/items").await.assert_no_credentials();
+    let reply = get_anonymous(&base, "/items").await;
+    reply.assert_no_credentials();
+    reply.assert_reason("missing_credentials");
 }
 
 /// Replaces the body with `custom:{code}` as text; keeps status and headers.
@@ -353,7 +380,7 @@ async fn error_bodies_are_json_with_error_and_description() {
     let (base, _, _) = serve_users().await;
     let reply = get_bearer(&base, "/me", "x.y.z").await;
     assert_eq!(reply.headers["content-type"], "application/json");
-    reply.assert_invalid_token();
+    reply.assert_invalid_token_because("malformed");
     let reply = get_anonymous(&base, "/me").await;
     assert_eq!(reply.headers["content-type"], "application/json");
 }

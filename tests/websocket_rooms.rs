@@ -71,6 +71,32 @@ async fn open(
     ),
     u16,
 > {
+    open_answer(server, path, headers)
+        .await
+        .map_err(|(status, _)| status)
+}
+
+/// Opens `path` expecting a refusal: its status and the body's `error`.
+async fn refusal(server: &Server, path: &str, headers: &[(&'static str, String)]) -> (u16, String) {
+    match open_answer(server, path, headers).await {
+        Ok(_) => panic!("upgrade of {path} with {headers:?} accepted"),
+        Err(refused) => refused,
+    }
+}
+
+/// The handshake: the socket and the 101's headers, or the refusal's
+/// status and body `error`.
+async fn open_answer(
+    server: &Server,
+    path: &str,
+    headers: &[(&'static str, String)],
+) -> Result<
+    (
+        Socket,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    (u16, String),
+> {
     let mut request = ws_url(server, path).into_client_request().unwrap();
     for (name, value) in headers {
         request
@@ -79,7 +105,15 @@ async fn open(
     }
     match tokio_tungstenite::connect_async(request).await {
         Ok(ok) => Ok(ok),
-        Err(WsError::Http(response)) => Err(response.status().as_u16()),
+        Err(WsError::Http(response)) => {
+            let body: Value = response
+                .body()
+                .as_deref()
+                .and_then(|bytes| serde_json::from_slice(bytes).ok())
+                .unwrap_or(Value::Null);
+            let error = body["error"].as_str().unwrap_or_default().to_owned();
+            Err((response.status().as_u16(), error))
+        }
         Err(other) => panic!("handshake failed: {other}"),
     }
 }
@@ -90,6 +124,9 @@ async fn opened(server: &Server, path: &str, headers: &[(&'static str, String)])
         Err(status) => panic!("upgrade of {path} refused with {status}"),
     }
 }
+
+/// Extra handshake headers.
+type Headers = Vec<(&'static str, String)>;
 
 fn bearer(token: &str) -> (&'static str, String) {
     ("authorization", format!("Bearer {token}"))
@@ -114,16 +151,37 @@ async fn next_json(socket: &mut Socket) -> Value {
     }
 }
 
-/// Reads until the server's Close frame; its code.
+/// How long to wait for a Close frame the server owes: a guard against a
+/// test that hangs, not a measure of speed.
+const CLOSE_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Reads until the server's Close frame; its code. Fails if none comes
+/// within [`CLOSE_PATIENCE`].
 async fn close_code(socket: &mut Socket) -> u16 {
-    loop {
-        match socket.next().await {
-            Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
-            Some(Ok(Message::Close(None))) => panic!("close without a code"),
-            Some(Ok(_)) => continue,
-            other => panic!("expected a Close frame, got {other:?}"),
+    let wait = async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
+                Some(Ok(Message::Close(None))) => panic!("close without a code"),
+                Some(Ok(_)) => continue,
+                other => panic!("expected a Close frame, got {other:?}"),
+            }
         }
-    }
+    };
+    tokio::time::timeout(CLOSE_PATIENCE, wait)
+        .await
+        .expect("the server sends a Close frame")
+}
+
+/// The `exp` claim of `token` (read, not verified).
+fn exp_of(token: &str) -> u64 {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    let claims: Value = serde_json::from_slice(&json).expect("JSON claims");
+    claims["exp"].as_u64().expect("exp")
 }
 
 /// Sends `text` and waits for its broadcast to come back.
@@ -194,6 +252,8 @@ async fn cookie_login_sets_the_session_cookie_and_logout_clears_it() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_origin");
 }
 
 #[tokio::test]
@@ -255,26 +315,39 @@ async fn refused_upgrades_get_their_status_before_the_101() {
     let (full, _) = login(&server, "full").await;
     let (outsider, _) = login(&server, "outsider").await;
 
-    let refusals: Vec<(Vec<(&'static str, String)>, u16)> = vec![
-        (vec![], 401),
-        (vec![bearer("not.a.token")], 401),
-        (vec![origin(FRONTEND), cookie("garbage")], 401),
-        (vec![bearer(&outsider)], 403),
+    // Headers, status, body `error`: the two 403s differ in why.
+    let refusals: Vec<(Headers, u16, &str)> = vec![
+        (vec![], 401, "unauthorized"),
+        (vec![bearer("not.a.token")], 401, "invalid_token"),
+        (
+            vec![origin(FRONTEND), cookie("garbage")],
+            401,
+            "invalid_token",
+        ),
+        (vec![bearer(&outsider)], 403, "insufficient_scope"),
         // The Origin guard: cookie-authenticated upgrades only.
-        (vec![cookie(&full)], 403),
-        (vec![cookie(&full), origin("null")], 403),
-        (vec![cookie(&full), origin("https://evil.example")], 403),
-        (vec![cookie(&full), origin("http://localhost:5174")], 403),
+        (vec![cookie(&full)], 403, "invalid_origin"),
+        (vec![cookie(&full), origin("null")], 403, "invalid_origin"),
+        (
+            vec![cookie(&full), origin("https://evil.example")],
+            403,
+            "invalid_origin",
+        ),
+        (
+            vec![cookie(&full), origin("http://localhost:5174")],
+            403,
+            "invalid_origin",
+        ),
     ];
-    for (headers, status) in &refusals {
+    for (headers, status, error) in &refusals {
         assert_eq!(
-            open(&server, "/ws/lobby", headers).await.err(),
-            Some(*status),
+            refusal(&server, "/ws/lobby", headers).await,
+            (*status, (*error).to_owned()),
             "{headers:?}"
         );
     }
     let own_origin = server.base.clone();
-    let accepted: Vec<Vec<(&'static str, String)>> = vec![
+    let accepted: Vec<Headers> = vec![
         vec![cookie(&full), origin(FRONTEND)],
         vec![cookie(&full), origin(&own_origin)],
         vec![
@@ -405,9 +478,25 @@ async fn the_sixth_socket_gets_429_until_one_closes() {
 
 #[tokio::test]
 async fn an_expired_token_closes_the_socket_with_4001() {
-    let server = start(&[("TOKEN_LIFETIME_SECS", "2")]);
-    let (full, _) = login(&server, "full").await;
-    let mut socket = opened(&server, "/ws/lobby", &[bearer(&full)]).await;
+    // Short-lived tokens, so the socket outlives its token. On a slow
+    // machine a token may expire between login and upgrade: that refusal
+    // (401 at or after `exp`) is no failure, a fresh login tries again; a
+    // refusal before `exp` is.
+    let server = start(&[("TOKEN_LIFETIME_SECS", "3")]);
+    let mut attempts = 0;
+    let (full, mut socket) = loop {
+        attempts += 1;
+        let (full, _) = login(&server, "full").await;
+        match open(&server, "/ws/lobby", &[bearer(&full)]).await {
+            Ok((socket, _)) => break (full, socket),
+            Err(401) if common::now() >= exp_of(&full) && attempts < 5 => continue,
+            Err(status) => panic!(
+                "upgrade refused with {status} (attempt {attempts}, exp {}, now {})",
+                exp_of(&full),
+                common::now()
+            ),
+        }
+    };
     assert_eq!(close_code(&mut socket).await, 4001);
     assert_eq!(tower_auth::ws::TOKEN_EXPIRED, 4001);
     // Reconnecting with the expired token is refused before the upgrade.

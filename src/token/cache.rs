@@ -321,6 +321,33 @@ mod tests {
     }
 
     #[test]
+    fn a_codec_without_the_key_never_gets_its_tokens_from_the_cache() {
+        // A rotation: `both` verifies the old key's token and caches it.
+        let old = Key::hs256(&[1; 32]).unwrap().with_kid("old");
+        let new = Key::hs256(&[2; 32]).unwrap().with_kid("new");
+        let old_only = TokenCodec::builder(old.clone()).build().unwrap();
+        let both = TokenCodec::builder(new.clone())
+            .also_verify(old)
+            .build()
+            .unwrap();
+        let cache = VerifiedTokens::<()>::new(&both, 100);
+        let old_token = token(&old_only);
+        cache.verify(&both, &old_token).unwrap();
+        assert!(cached(&cache, &old_token));
+
+        // The same cache asked on behalf of a codec without the old key:
+        // not found, and verified by that codec, which refuses it.
+        let new_only = TokenCodec::builder(new).build().unwrap();
+        assert!(cache.get(&new_only, old_token.as_bytes()).is_none());
+        assert_eq!(
+            cache.verify(&new_only, &old_token).unwrap_err(),
+            TokenRejection::UnknownKey
+        );
+        // The entry is still there for the codec that verified it.
+        assert!(cache.verify(&both, &old_token).is_ok());
+    }
+
+    #[test]
     fn the_entry_count_is_bounded() {
         let codec = codec(&[1; 32]);
         let cache = VerifiedTokens::<()>::new(&codec, 4);

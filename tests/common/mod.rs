@@ -14,10 +14,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{EncodingKey, Header};
 use reqwest::header::{HeaderMap, WWW_AUTHENTICATE};
 use serde_json::Value;
+use tower_auth::error::ErrorBody;
 use tower_auth::token::TokenCodecBuilder;
 use tower_auth::{
-    Algorithm, AuthLayer, Authenticated, Authenticator, Credentials, Key, MemoryUserStore, Scopes,
-    SimpleUser, TokenCodec, UserStore,
+    Algorithm, AuthError, AuthLayer, Authenticated, Authenticator, Credentials, Key,
+    MemoryUserStore, Scopes, SimpleUser, TokenCodec, UserStore,
 };
 
 /// The HS256 secret most tests sign with (32 bytes).
@@ -182,7 +183,28 @@ pub fn users(phc: &str) -> MemoryUserStore<SimpleUser> {
     store
 }
 
-/// An authenticator over `store` and `codec` with [`REALM`] and `credentials`.
+/// The test-only response header that names why a request was refused
+/// ([`AuthError::reason_code`]), set by [`reason_header`].
+pub const REASON_HEADER: &str = "x-test-reason";
+
+/// A `RenderError` hook that copies the refusal's reason code into
+/// [`REASON_HEADER`], so a test can tell `bad_signature` from `expired` from
+/// `revoked` where the body says the same. Test servers only: the crate
+/// never sends it (a header naming the failed check would tell an attacker
+/// which forgery came closest).
+pub fn reason_header(
+    error: &AuthError,
+    mut response: axum::http::Response<ErrorBody>,
+) -> axum::http::Response<ErrorBody> {
+    response.headers_mut().insert(
+        REASON_HEADER,
+        axum::http::HeaderValue::from_static(error.reason_code()),
+    );
+    response
+}
+
+/// An authenticator over `store` and `codec` with [`REALM`], `credentials`
+/// and the [`reason_header`] hook.
 pub fn authenticator(
     store: MemoryUserStore<SimpleUser>,
     codec: TokenCodec,
@@ -191,6 +213,7 @@ pub fn authenticator(
     Authenticator::builder(store, codec)
         .realm(REALM)
         .credentials(credentials)
+        .render_errors(reason_header)
         .build()
         .unwrap()
 }
@@ -257,6 +280,36 @@ impl Reply {
 
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+
+    /// Why the server refused the request ([`REASON_HEADER`]); empty when
+    /// it did not say (no [`reason_header`] hook, or no refusal).
+    pub fn reason(&self) -> &str {
+        self.headers
+            .get(REASON_HEADER)
+            .map_or("", |value| value.to_str().unwrap())
+    }
+
+    /// Asserts the refusal's reason code.
+    #[track_caller]
+    pub fn assert_reason(&self, reason: &str) {
+        assert_eq!(self.reason(), reason, "{self:?}");
+    }
+
+    /// 401 `invalid_token` ([`assert_invalid_token`](Self::assert_invalid_token))
+    /// refused for `reason`.
+    #[track_caller]
+    pub fn assert_invalid_token_because(&self, reason: &str) {
+        self.assert_invalid_token();
+        self.assert_reason(reason);
+    }
+
+    /// `status` with the body's `error` code and the reason code.
+    #[track_caller]
+    pub fn assert_refused(&self, status: u16, code: &str, reason: &str) {
+        assert_eq!(self.status, status, "{self:?}");
+        self.assert_error_body(code);
+        self.assert_reason(reason);
     }
 
     /// The body's `error` field.
