@@ -208,7 +208,7 @@ async fn logout_everywhere(
     state
         .users
         .update(&me.claims.sub, |user| user.token_version += 1);
-    tracing::info!(sub = %me.claims.sub, "logged out everywhere");
+    tracing::info!(sub = ?me.claims.sub, "logged out everywhere");
     axum::http::StatusCode::NO_CONTENT
 }
 
@@ -233,7 +233,7 @@ async fn join_room(
             missing: required.clone(),
             required,
         };
-        tracing::info!(sub = %me.claims.sub, room, "room refused: no read permission");
+        tracing::info!(sub = ?me.claims.sub, room, "room refused: no read permission");
         return state.auth.error_response(&err).into_response();
     }
     let permit = match state.sockets.try_acquire(&me.claims.sub) {

@@ -145,7 +145,7 @@ impl RateLimit {
             Ok(()) => Ok(()),
             Err(not_until) => {
                 let retry_after = not_until.wait_time_from(DefaultClock::default().now());
-                tracing::debug!(sub = subject, outcome = "rate_limited", "limit exceeded");
+                tracing::debug!(sub = ?subject, outcome = "rate_limited", "limit exceeded");
                 Err(LimitExceeded::Rate { retry_after })
             }
         }
@@ -165,7 +165,7 @@ impl RateLimit {
     pub fn check_n(&self, subject: &str, n: usize) -> Result<(), LimitExceeded> {
         let too_large = LimitExceeded::TooLarge { max: self.max };
         let Ok(n) = u32::try_from(n) else {
-            tracing::debug!(sub = subject, outcome = "too_large", "limit exceeded");
+            tracing::debug!(sub = ?subject, outcome = "too_large", "limit exceeded");
             return Err(too_large);
         };
         let Some(n) = NonZeroU32::new(n) else {
@@ -175,11 +175,11 @@ impl RateLimit {
             Ok(Ok(())) => Ok(()),
             Ok(Err(not_until)) => {
                 let retry_after = not_until.wait_time_from(DefaultClock::default().now());
-                tracing::debug!(sub = subject, outcome = "rate_limited", "limit exceeded");
+                tracing::debug!(sub = ?subject, outcome = "rate_limited", "limit exceeded");
                 Err(LimitExceeded::Rate { retry_after })
             }
             Err(governor::InsufficientCapacity(_)) => {
-                tracing::debug!(sub = subject, outcome = "too_large", "limit exceeded");
+                tracing::debug!(sub = ?subject, outcome = "too_large", "limit exceeded");
                 Err(too_large)
             }
         }
@@ -233,7 +233,7 @@ impl ConnectionLimit {
         let count = open.entry(subject.to_owned()).or_insert(0);
         if *count >= self.max {
             tracing::debug!(
-                sub = subject,
+                sub = ?subject,
                 outcome = "connection_limit",
                 "limit exceeded"
             );
