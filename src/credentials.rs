@@ -27,7 +27,10 @@
 //!   never log it when this source is on.
 //! - **Cookie** (off by default). Every `Cookie` header line is read (HTTP/2
 //!   may split them); two cookies of that name -> 400, even with equal
-//!   values.
+//!   values. Only that cookie's own value must be valid: other cookies on
+//!   the line are ignored however malformed they are (non-ASCII values,
+//!   cookies a sibling subdomain set), parsed by the `cookie` crate from a
+//!   lossily decoded copy of a line that is not ASCII.
 //! - An empty query parameter or cookie counts as absent.
 //! - A token found by more than one source -> 400 `invalid_request`
 //!   (RFC 6750 §2), unless [`Precedence::FirstInOrder`] is configured, in
@@ -440,9 +443,16 @@ impl Credentials {
     ) -> Result<Option<Cow<'a, [u8]>>, CredentialsRejection> {
         let mut found = None;
         for line in parts.headers.get_all(COOKIE) {
-            // A line that is not text cannot hold our cookie in a form we
-            // would accept; skipping it fails closed (no credentials).
-            let Ok(line) = line.to_str() else { continue };
+            // Other cookies on the line are none of our business, whatever
+            // bytes they hold (`lang=français`, one a sibling subdomain set):
+            // a line that is not visible ASCII is parsed from a lossily
+            // decoded copy, so its other cookies cannot hide ours. Our own
+            // cookie's value must still be a token68 (400 otherwise): a byte
+            // that was not ASCII is U+FFFD in the copy, which never is.
+            let line = match line.to_str() {
+                Ok(text) => Cow::Borrowed(text),
+                Err(_) => Cow::Owned(String::from_utf8_lossy(line.as_bytes()).into_owned()),
+            };
             for cookie in cookie::Cookie::split_parse(line).flatten() {
                 if cookie.name() != name {
                     continue;
@@ -1024,6 +1034,33 @@ mod tests {
                 let _ = all_sources().extract(&p);
                 let _ = all_sources().allow_query_everywhere().extract(&p);
             }
+        }
+
+        #[test]
+        fn cookie_tokens_round_trip_among_non_ascii_neighbours(
+            token in "[A-Za-z0-9._~+/-]{1,100}={0,2}",
+            others in proptest::collection::vec(
+                ("[a-z]{1,8}", proptest::collection::vec(any::<u8>(), 0..12)),
+                0..6,
+            ),
+            position in 0usize..7,
+        ) {
+            // Neighbours with any bytes a header value may carry (no
+            // controls, no `;` that would split them), ours among them.
+            let mut pairs: Vec<Vec<u8>> = others
+                .iter()
+                .filter(|(name, _)| name != "at")
+                .map(|(name, value)| {
+                    let value = value.iter().copied().filter(|b| *b >= 0x20 && *b != 0x7f && *b != b';');
+                    name.bytes().chain([b'=']).chain(value).collect()
+                })
+                .collect();
+            pairs.insert(position.min(pairs.len()), format!("at={token}").into_bytes());
+            let line = pairs.join(&b"; "[..]);
+            let p = parts(|b| b.header("cookie", HeaderValue::from_bytes(&line).unwrap()));
+            let found = all_sources().extract(&p).unwrap().unwrap();
+            prop_assert_eq!(found.kind, CredentialKind::Cookie);
+            prop_assert_eq!(found.token, token);
         }
 
         #[test]

@@ -1,0 +1,66 @@
+//! Issue 14: the request path fails closed. Guards mounted without the
+//! layer they need, `OPTIONS` requests that are not CORS preflights, scopes
+//! removed from a user after login, time claims from the future, a
+//! neighbour cookie that hid the session cookie, tokens handed to page
+//! scripts in a cookie session, and renewals on responses that revoke.
+
+mod common;
+
+use common::*;
+use reqwest::header::COOKIE;
+use tower_auth::{Credentials, MemoryUserStore, Scopes, SimpleUser};
+
+/// johndoe (`me items`), alice (`me`), the disabled bob, and `root` with
+/// `me admin`.
+fn store() -> MemoryUserStore<SimpleUser> {
+    let store = users("unused");
+    store.insert(SimpleUser::new("root", "unused").with_scopes(Scopes::parse("me admin").unwrap()));
+    store
+}
+
+// ---------------------------------------------------------------------------
+// 5. A neighbour cookie does not hide the session cookie
+// ---------------------------------------------------------------------------
+
+async fn with_cookie_lines(base: &str, lines: &[&[u8]]) -> Reply {
+    let mut request = client().get(format!("{base}/me"));
+    for line in lines {
+        request = request.header(
+            COOKIE,
+            reqwest::header::HeaderValue::from_bytes(line).unwrap(),
+        );
+    }
+    Reply::from(request.send().await.unwrap()).await
+}
+
+#[tokio::test]
+async fn a_non_ascii_neighbour_cookie_does_not_hide_the_session_cookie() {
+    let codec = hs256_codec();
+    let auth = authenticator(store(), codec.clone(), Credentials::bearer().cookie("at"));
+    let base = serve(protected_app(auth)).await;
+    let token = token_for(&codec, "johndoe", "me");
+    let same_line = format!("lang=fran\u{e7}ais; at={token}; theme=\u{1F319}").into_bytes();
+    let latin1 = [b"x=caf\xe9; at=".as_slice(), token.as_bytes()].concat();
+    let own_line = format!("at={token}").into_bytes();
+    for lines in [
+        vec![same_line.as_slice()],
+        vec![latin1.as_slice()],
+        vec![own_line.as_slice(), b"sibling=\xff\xfe".as_slice()],
+    ] {
+        let reply = with_cookie_lines(&base, &lines).await;
+        assert_eq!(
+            (reply.status, reply.text()),
+            (200, "johndoe".to_owned()),
+            "{lines:?}"
+        );
+    }
+    // The session cookie's own value must still be a token68...
+    with_cookie_lines(&base, &[b"lang=fran\xc3\xa7ais; at=t\xc3\xa9st"])
+        .await
+        .assert_invalid_request();
+    // ...and two session cookies stay 400, whatever surrounds them.
+    let twice = format!("lang=fran\u{e7}ais; at={token}; at={token}");
+    with_cookie_lines(&base, &[twice.as_bytes()])
+        .await
+        .assert_invalid_request();
+}
