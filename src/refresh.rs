@@ -14,8 +14,9 @@
 //! - Less than the threshold remains before `exp`: by default less than has
 //!   elapsed since `iat`; configurable with [`SlidingExpiry::renew_within`].
 //! - The renewed `exp` = min(now + the token's own window (`exp - iat`),
-//!   `auth_time` + the absolute lifetime). Once a token reaches that cap, no
-//!   renewal happens and it simply expires: the user logs in again.
+//!   min(`auth_time`, `iat`) + the absolute lifetime). Once a token reaches
+//!   that cap, no renewal happens and it simply expires: the user logs in
+//!   again.
 //! - A handler can override the decision for its response by inserting
 //!   [`Renewal::Force`] or [`Renewal::Skip`] into the response's extensions
 //!   (after reloading the user, say). A forced renewal still respects the
@@ -169,7 +170,11 @@ impl SlidingExpiry {
             None if !due => return None,
             None => {}
         }
-        let logged_in = claims.auth_time.unwrap_or(issued);
+        // The earlier of the two: a token never pushes its absolute lifetime
+        // past its own issue (`check_claims` refuses `auth_time` > `iat`).
+        let logged_in = claims
+            .auth_time
+            .map_or(issued, |auth_time| auth_time.min(issued));
         let cap = logged_in.saturating_add(self.absolute_lifetime.as_secs());
         let exp = now.saturating_add(window).min(cap);
         if exp <= claims.exp || exp <= now {
@@ -298,6 +303,22 @@ mod tests {
                 .renewed(&at_cap, WINDOW, cap - 10, Some(Renewal::Force))
                 .is_none()
         );
+    }
+
+    #[test]
+    fn the_cap_counts_from_the_earlier_of_auth_time_and_iat() {
+        // `auth_time` after `iat` never passes verification; were it here,
+        // the cap would still count from `iat`.
+        let c = claims(1000, 1000 + HOUR, 50 * HOUR);
+        let r = policy()
+            .renewed(&c, WINDOW, 1000 + HOUR - 60, None)
+            .unwrap();
+        assert_eq!(r.exp, 1000 + HOUR - 60 + HOUR);
+        assert_eq!(r.auth_time, Some(1000));
+        // A six-hour window renewed five hours in: capped at iat + 8 hours.
+        let long = claims(0, 6 * HOUR, 50 * HOUR);
+        let r = policy().renewed(&long, WINDOW, 5 * HOUR, None).unwrap();
+        assert_eq!((r.exp, r.auth_time), (8 * HOUR, Some(0)));
     }
 
     #[test]

@@ -97,6 +97,7 @@ async fn authenticate_and_error_response_without_tower() {
     // Past half-life: the handler's own call renews it.
     let mut aging = codec.new_claims("johndoe", Scopes::none(), 0, ());
     aging.iat = aging.iat.map(|iat| iat - 40 * 60);
+    aging.auth_time = aging.iat;
     aging.exp -= 40 * 60;
     let aging = codec.issue(&aging).unwrap();
     let renewed = client.get(&base).bearer_auth(&aging).send().await.unwrap();

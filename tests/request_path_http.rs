@@ -6,9 +6,13 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use reqwest::header::COOKIE;
-use tower_auth::{Credentials, MemoryUserStore, Scopes, SimpleUser};
+use tower_auth::{Authenticator, Credentials, MemoryUserStore, Scopes, SimpleUser, SlidingExpiry};
+
+const REFRESH_HEADER: &str = "x-refreshed-token";
 
 /// johndoe (`me items`), alice (`me`), the disabled bob, and `root` with
 /// `me admin`.
@@ -16,6 +20,44 @@ fn store() -> MemoryUserStore<SimpleUser> {
     let store = users("unused");
     store.insert(SimpleUser::new("root", "unused").with_scopes(Scopes::parse("me admin").unwrap()));
     store
+}
+
+// ---------------------------------------------------------------------------
+// 4. Time claims from the future
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn iat_or_auth_time_in_the_future_or_auth_time_after_iat_is_invalid_token() {
+    let auth = Authenticator::builder(store(), hs256_codec())
+        .realm(REALM)
+        .sliding_expiry(SlidingExpiry::new(Duration::from_secs(8 * 3600)))
+        .build()
+        .unwrap();
+    let base = serve(protected_app(auth)).await;
+    let now = now();
+    let ten_years = 10 * 365 * 24 * 3600;
+    let signed = |iat: u64, auth_time: u64| {
+        sign_hs256(
+            &at_header(tower_auth::Algorithm::HS256),
+            &serde_json::json!({
+                "sub": "johndoe", "iat": iat, "auth_time": auth_time,
+                "exp": now + 60, "token_version": 0,
+            }),
+        )
+    };
+    // The control: a token as the codec issues it, aged past half-life.
+    let fine = get_bearer(&base, "/me", &signed(now - 600, now - 600)).await;
+    assert_eq!(fine.status, 200, "{fine:?}");
+    for (what, token) in [
+        ("auth_time in 10 years", signed(now - 600, now + ten_years)),
+        ("iat in an hour", signed(now + 3600, now - 600)),
+        ("auth_time after iat", signed(now - 600, now - 300)),
+    ] {
+        let reply = get_bearer(&base, "/me", &token).await;
+        assert_eq!(reply.status, 401, "{what}: {reply:?}");
+        reply.assert_invalid_token();
+        assert!(reply.headers.get(REFRESH_HEADER).is_none(), "{what}");
+    }
 }
 
 // ---------------------------------------------------------------------------
