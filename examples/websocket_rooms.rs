@@ -41,7 +41,9 @@
 //!   `{"room", "from", "text"}`; a reader's get `{"error": "read_only", …}`
 //!   back and go nowhere; the 11th message within a minute closes the socket
 //!   with 1008; the token's expiry closes it with 4001, and so does a
-//!   revocation, found by re-checking the user every `RECHECK_SECS`.
+//!   revocation, found by re-checking the user every `RECHECK_SECS`; the
+//!   same check applies a scope taken from the user (writing stops, and
+//!   losing the room's read permission closes the socket with 1008).
 //!
 //! Environment:
 //! - `BIND_ADDR`: where to listen (default `127.0.0.1:3000`; port 0 picks a
@@ -218,7 +220,7 @@ async fn run_socket(
     permit: ConnectionPermit,
 ) {
     let (channel, mut inbox) = state.rooms.join(&room);
-    let can_write = may(&me.claims.scope, &room, "write");
+    let mut can_write = may(&me.claims.scope, &room, "write");
     let mut expiry = ws::expires(&me.claims);
     let mut recheck = tokio::time::interval_at(
         tokio::time::Instant::now() + state.recheck_every,
@@ -231,7 +233,14 @@ async fn run_socket(
         tokio::select! {
             () = &mut expiry => break Some(CloseReason::TokenExpired),
             _ = recheck.tick() => match state.auth.recheck(&me).await {
-                Ok(_) => {}
+                // The scopes in effect now: a permission taken from the
+                // user applies to the open socket too.
+                Ok(now) => {
+                    if !may(&now.claims.scope, &room, "read") {
+                        break Some(CloseReason::Forbidden);
+                    }
+                    can_write = may(&now.claims.scope, &room, "write");
+                }
                 Err(err) => match CloseReason::for_rejection(&err) {
                     Some(reason) => break Some(reason),
                     // The store failed: keep the socket, check again later.

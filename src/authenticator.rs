@@ -18,6 +18,7 @@ use crate::error::{AuthError, ErrorRenderer, RenderError, is_valid_realm};
 use crate::origin::OriginGuard;
 use crate::password::PasswordHasher;
 use crate::refresh::SlidingExpiry;
+use crate::scope::Scopes;
 use crate::token::{Claims, ExtraClaims, TokenCodec, TokenRejection, VerifiedTokens, unix_now};
 use crate::user::{AuthUser, DynUserStore, UserStore};
 
@@ -29,7 +30,9 @@ use crate::user::{AuthUser, DynUserStore, UserStore};
 pub struct Authenticated<U, X = ()> {
     /// The user the token's `sub` names, freshly loaded for this request.
     pub user: Arc<U>,
-    /// The token's verified claims.
+    /// The token's verified claims, with the scopes in effect for this
+    /// request: the token's scopes that the user still holds (see
+    /// [the scopes in effect](crate::scope#the-scopes-in-effect-for-a-request)).
     pub claims: Arc<Claims<X>>,
     /// Where the token was found.
     pub credential: CredentialKind,
@@ -375,7 +378,10 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
     /// outlives its request (a WebSocket): its claims against the clock
     /// (`exp`, `nbf`), then its user, freshly loaded (exists, active, token
     /// version current). The signature is not checked again: it cannot have
-    /// changed. Returns the identity with the user as the store has it now.
+    /// changed. Returns the identity with the user as the store has it now,
+    /// and the scopes in effect now: the identity's scopes that the user
+    /// still holds (a socket that decided its permissions from the scopes
+    /// should decide again from the returned identity's).
     ///
     /// Run it on a timer in the socket's loop; map a failure to a close code
     /// with [`CloseReason::for_rejection`](crate::ws::CloseReason::for_rejection):
@@ -436,6 +442,17 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
         if claims.token_version.unwrap_or(0) != user.token_version() {
             return Err(AuthError::InvalidToken(TokenRejection::Revoked));
         }
+        // The scopes in effect (decision 15). The usual case keeps the
+        // verified claims as they are, the cached `Arc` included.
+        let claims = match narrowed_scopes(&claims.scope, user.as_ref()) {
+            None => claims,
+            Some(scope) => {
+                tracing::debug!(sub = ?claims.sub, "token scopes narrowed to those the user holds");
+                let mut narrowed = Claims::clone(&claims);
+                narrowed.scope = scope;
+                Arc::new(narrowed)
+            }
+        };
         tracing::debug!(sub = ?claims.sub, ?credential, "request authenticated");
         Ok(Authenticated {
             user,
@@ -528,6 +545,21 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
     }
 }
 
+/// The token's scopes that `user` still holds, when that is fewer than the
+/// token's; `None` when the user holds them all (the usual case: a subset
+/// check, no allocation).
+fn narrowed_scopes<U: AuthUser>(granted: &Scopes, user: &U) -> Option<Scopes> {
+    if granted.is_empty() {
+        return None;
+    }
+    let allowed = user.allowed_scopes();
+    if granted.is_subset(&allowed) {
+        None
+    } else {
+        Some(granted.intersection(&allowed))
+    }
+}
+
 /// One log line per rejected request: a reason code, never request text.
 pub(crate) fn log_rejection(err: &AuthError) {
     match err {
@@ -597,5 +629,35 @@ mod tests {
             Err(AuthError::InvalidToken(TokenRejection::Expired))
         ));
         assert!(auth.recheck(&identity).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn recheck_narrows_the_scopes_to_those_the_user_holds_now() {
+        let codec = TokenCodec::builder(Key::hs256(&[3; 32]).unwrap())
+            .build()
+            .unwrap();
+        let users = MemoryUserStore::new();
+        users.insert(
+            SimpleUser::new("u1", "unused").with_scopes(Scopes::parse("read write").unwrap()),
+        );
+        let auth: Authenticator<SimpleUser> = Authenticator::builder(users.clone(), codec.clone())
+            .build()
+            .unwrap();
+        let token = codec
+            .issue(&codec.new_claims("u1", Scopes::parse("read write").unwrap(), 0, ()))
+            .unwrap();
+        let identity = auth
+            .authenticate_token(&token, CredentialKind::Bearer)
+            .await
+            .unwrap();
+        let unchanged = auth.recheck(&identity).await.unwrap();
+        assert!(
+            Arc::ptr_eq(&unchanged.claims, &identity.claims),
+            "claims the user still holds are kept as they are"
+        );
+        users.update("u1", |u| u.scopes = Scopes::parse("read other").unwrap());
+        let narrowed = auth.recheck(&identity).await.unwrap();
+        assert_eq!(narrowed.claims.scope.to_string(), "read");
+        assert_eq!(identity.claims.scope.to_string(), "read write");
     }
 }

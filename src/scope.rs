@@ -8,6 +8,25 @@
 //! Route-level requirements are guards:
 //! [`RequireScopes`](crate::guard::RequireScopes) and the axum `Scoped`
 //! extractor check a request's scopes against a set of these.
+//!
+//! # The scopes in effect for a request
+//!
+//! A token's `scope` says what the user was granted at login; what the user
+//! may do *now* is [`AuthUser::allowed_scopes`](crate::AuthUser::allowed_scopes)
+//! of the user loaded for the request. The scopes in effect are the token's
+//! scopes that the user still holds: the
+//! [`Authenticator`](crate::Authenticator) narrows the claims on every
+//! request (and on every [`recheck`](crate::Authenticator::recheck) of a
+//! WebSocket), so `claims.scope`, the guards, the `Scoped` extractor and a
+//! renewed token all see that set. Removing a scope from a user (token
+//! version unchanged) takes effect on their next request; a renewal never
+//! carries it again. Adding a scope does not widen existing tokens: the user
+//! logs in again to be granted it.
+//!
+//! The usual case costs a subset check and no allocation: when the user
+//! still holds every scope of the token, the token's verified claims are
+//! used as they are; only a token with a removed scope gets narrowed claims
+//! of its own.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -73,6 +92,11 @@ impl Scopes {
     /// The scopes of `required` that this set does not hold.
     pub fn missing(&self, required: &Scopes) -> Scopes {
         Scopes(Arc::new(required.0.difference(&self.0).cloned().collect()))
+    }
+
+    /// Whether every scope of this set is in `other`. Allocates nothing.
+    pub fn is_subset(&self, other: &Scopes) -> bool {
+        self.0.is_subset(&other.0)
     }
 
     /// The scopes present in both sets.

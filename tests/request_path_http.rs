@@ -8,9 +8,13 @@ mod common;
 
 use std::time::Duration;
 
+use axum::Router;
+use axum::routing::get;
 use common::*;
 use reqwest::header::COOKIE;
-use tower_auth::{Authenticator, Credentials, MemoryUserStore, Scopes, SimpleUser, SlidingExpiry};
+use tower_auth::{
+    AuthLayer, Authenticator, Credentials, MemoryUserStore, Scopes, SimpleUser, SlidingExpiry,
+};
 
 const REFRESH_HEADER: &str = "x-refreshed-token";
 
@@ -20,6 +24,54 @@ fn store() -> MemoryUserStore<SimpleUser> {
     let store = users("unused");
     store.insert(SimpleUser::new("root", "unused").with_scopes(Scopes::parse("me admin").unwrap()));
     store
+}
+
+// ---------------------------------------------------------------------------
+// 3. A scope removed from the user stops working on the next request
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_removed_scope_stops_working_on_the_next_request_and_is_not_renewed() {
+    let codec = hs256_codec();
+    let users = store();
+    let auth = Authenticator::builder(users.clone(), codec.clone())
+        .realm(REALM)
+        .sliding_expiry(SlidingExpiry::new(Duration::from_secs(8 * 3600)))
+        .build()
+        .unwrap();
+    let app =
+        Router::new()
+            .route(
+                "/admin",
+                get(whoami).route_layer(auth.require_scopes(["admin"]).unwrap()),
+            )
+            .route(
+                "/scopes",
+                get(
+                    |axum::Extension(me): axum::Extension<
+                        tower_auth::Authenticated<SimpleUser>,
+                    >| async move { me.claims.scope.to_string() },
+                ),
+            )
+            .layer(AuthLayer::optional(auth));
+    let base = serve(app).await;
+    // Issued 20 minutes into a 30-minute life: past half-life.
+    let mut claims = codec.new_claims("root", Scopes::parse("me admin").unwrap(), 0, ());
+    claims.iat = Some(now() - 20 * 60);
+    claims.auth_time = claims.iat;
+    claims.exp = now() + 10 * 60;
+    let token = codec.issue(&claims).unwrap();
+    assert_eq!(get_bearer(&base, "/admin", &token).await.status, 200);
+
+    users.update("root", |root| root.scopes = Scopes::parse("me").unwrap());
+    let reply = get_bearer(&base, "/admin", &token).await;
+    assert_eq!(reply.status, 403, "{reply:?}");
+    reply.assert_error_body("insufficient_scope");
+    let reply = get_bearer(&base, "/scopes", &token).await;
+    assert_eq!(reply.text(), "me", "the scopes in effect");
+    let renewed = reply.headers[REFRESH_HEADER].to_str().unwrap();
+    let renewed = codec.verify::<()>(renewed).unwrap();
+    assert_eq!(renewed.scope.to_string(), "me", "the renewal drops admin");
 }
 
 // ---------------------------------------------------------------------------
