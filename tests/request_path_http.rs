@@ -6,17 +6,63 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{any, get};
 use common::*;
 use reqwest::header::COOKIE;
+use tower_auth::limit::RateLimit;
 use tower_auth::{
     AuthLayer, Authenticator, Credentials, MemoryUserStore, Scopes, SimpleUser, SlidingExpiry,
 };
 
 const REFRESH_HEADER: &str = "x-refreshed-token";
+
+#[cfg(feature = "axum")]
+mod logs {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    /// Everything logged on this thread while the guard lives (the servers of
+    /// these tests run on the test's current-thread runtime).
+    #[derive(Clone, Default)]
+    pub struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        pub fn start() -> (Captured, tracing::subscriber::DefaultGuard) {
+            let captured = Captured::default();
+            let writer = captured.clone();
+            let guard = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::DEBUG)
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .set_default();
+            (captured, guard)
+        }
+
+        pub fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+    }
+}
+#[cfg(feature = "axum")]
+use logs::Captured;
 
 /// johndoe (`me items`), alice (`me`), the disabled bob, and `root` with
 /// `me admin`.
@@ -24,6 +70,148 @@ fn store() -> MemoryUserStore<SimpleUser> {
     let store = users("unused");
     store.insert(SimpleUser::new("root", "unused").with_scopes(Scopes::parse("me admin").unwrap()));
     store
+}
+
+/// A handler that counts its calls.
+fn counter() -> (
+    Arc<AtomicUsize>,
+    impl Fn() -> std::future::Ready<&'static str> + Clone,
+) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    (calls, move || {
+        seen.fetch_add(1, Ordering::SeqCst);
+        std::future::ready("ran")
+    })
+}
+
+// ---------------------------------------------------------------------------
+// 1. Guards without AuthLayer in front of them
+// ---------------------------------------------------------------------------
+
+/// The README quick start's setup (the Authenticator as router state, no
+/// AuthLayer) plus a scope guard and a rate guard as route layers.
+#[cfg(feature = "axum")]
+#[tokio::test]
+async fn guards_without_auth_layer_fail_closed_with_a_500_naming_the_fix() {
+    let (logs, _guard) = Captured::start();
+    let codec = hs256_codec();
+    let auth = authenticator(store(), codec.clone(), Credentials::bearer());
+    let (calls, handler) = counter();
+    let app = Router::new()
+        .route(
+            "/admin",
+            get(handler.clone()).route_layer(auth.require_scopes(["admin"]).unwrap()),
+        )
+        .route(
+            "/limited",
+            get(handler).route_layer(auth.limit_rate(RateLimit::per_minute(600).unwrap())),
+        )
+        .with_state(auth);
+    let base = serve(app).await;
+    let admin = token_for(&codec, "root", "me admin");
+    for path in ["/admin", "/limited"] {
+        for reply in [
+            get_bearer(&base, path, &admin).await,
+            get_anonymous(&base, path).await,
+        ] {
+            assert_eq!(reply.status, 500, "{path}: {reply:?}");
+            reply.assert_error_body("server_error");
+            assert!(reply.challenge.is_none(), "{path}: no misleading challenge");
+            assert!(
+                reply
+                    .description()
+                    .contains("needs AuthLayer in front of it"),
+                "{path}: {reply:?}"
+            );
+        }
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "a guard passed a request");
+    let logs = logs.text();
+    for guard in ["RequireScopes", "RateLimitLayer"] {
+        assert!(
+            logs.lines().any(|line| line.contains("ERROR")
+                && line.contains(guard)
+                && line.contains("add .layer(AuthLayer::optional(auth))")),
+            "an error line naming the fix for {guard}: {logs}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 2. OPTIONS is authenticated unless it is a CORS preflight
+// ---------------------------------------------------------------------------
+
+async fn options(base: &str, path: &str, headers: &[(&str, &str)], token: Option<&str>) -> Reply {
+    let mut request = client().request(reqwest::Method::OPTIONS, format!("{base}{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    Reply::from(request.send().await.unwrap()).await
+}
+
+#[tokio::test]
+async fn options_that_is_not_a_cors_preflight_is_authenticated() {
+    let codec = hs256_codec();
+    let auth = authenticator(store(), codec.clone(), Credentials::bearer());
+    let (calls, handler) = counter();
+    let purge = axum::routing::options(handler.clone())
+        .delete(handler)
+        .route_layer(auth.require_scopes(["admin"]).unwrap());
+    let required = Router::new()
+        .route("/admin/purge", purge.clone())
+        .layer(AuthLayer::required(auth.clone()));
+    let optional = Router::new()
+        .route("/admin/purge", purge)
+        .layer(AuthLayer::optional(auth));
+    let not_preflights: [&[(&str, &str)]; 3] = [
+        &[],
+        &[("origin", "https://app.example")],
+        &[("access-control-request-method", "DELETE")],
+    ];
+    for base in [serve(required).await, serve(optional).await] {
+        for headers in not_preflights {
+            let reply = options(&base, "/admin/purge", headers, None).await;
+            assert_eq!(reply.status, 401, "{headers:?}: {reply:?}");
+            let reply = options(&base, "/admin/purge", headers, Some("garbage")).await;
+            assert_eq!(reply.status, 401, "{headers:?}: {reply:?}");
+            reply.assert_error_body("invalid_token");
+            let me_only = token_for(&codec, "johndoe", "me");
+            let reply = options(&base, "/admin/purge", headers, Some(&me_only)).await;
+            assert_eq!(reply.status, 403, "{headers:?}: {reply:?}");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "the handler ran");
+        let admin = token_for(&codec, "root", "me admin");
+        let reply = options(&base, "/admin/purge", &[], Some(&admin)).await;
+        assert_eq!((reply.status, reply.text()), (200, "ran".into()));
+        // A real preflight still passes, unauthenticated.
+        let preflight = [
+            ("origin", "https://app.example"),
+            ("access-control-request-method", "DELETE"),
+        ];
+        let reply = options(&base, "/admin/purge", &preflight, None).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        calls.store(0, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn options_counts_against_the_rate_limit() {
+    let codec = hs256_codec();
+    let auth = authenticator(store(), codec.clone(), Credentials::bearer());
+    let limit = RateLimit::new(1, Duration::from_secs(3600)).unwrap();
+    let app = Router::new()
+        .route("/things", any(|| async { "ok" }))
+        .layer(auth.limit_rate(limit))
+        .layer(AuthLayer::required(auth));
+    let base = serve(app).await;
+    let token = token_for(&codec, "johndoe", "me");
+    assert_eq!(get_bearer(&base, "/things", &token).await.status, 200);
+    let reply = options(&base, "/things", &[], Some(&token)).await;
+    assert_eq!(reply.status, 429, "{reply:?}");
 }
 
 // ---------------------------------------------------------------------------

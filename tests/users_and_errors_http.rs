@@ -160,10 +160,18 @@ async fn missing_scope_is_403_insufficient_scope_naming_the_required_scopes() {
 async fn anonymous_request_on_a_scope_protected_route_is_401_not_403() {
     let codec = hs256_codec();
     let auth = authenticator(users("unused"), codec, Credentials::bearer());
-    // Optional layer: the anonymous request reaches the scope check.
+    // Optional layer: the anonymous request reaches the scope check, whose
+    // challenge names the route's scopes.
     let base = serve(scoped_app(auth.clone(), AuthLayer::optional(auth.clone()))).await;
-    get_anonymous(&base, "/items").await.assert_no_credentials();
-    get_anonymous(&base, "/me").await.assert_no_credentials();
+    for (path, scope) in [("/items", "items me"), ("/me", "me")] {
+        let reply = get_anonymous(&base, path).await;
+        assert_eq!(reply.status, 401, "{reply:?}");
+        assert_ne!(reply.error(), "invalid_token");
+        assert_eq!(
+            reply.challenge,
+            Some(format!("Bearer realm=\"{REALM}\", scope=\"{scope}\""))
+        );
+    }
     // Required layer: the same answer.
     let base = serve(scoped_app(auth.clone(), AuthLayer::required(auth))).await;
     get_anonymous(&base, "/items").await.assert_no_credentials();
