@@ -23,13 +23,16 @@
 //!
 //! Routes:
 //! - `GET /`: a page to try it in a browser (login, room, message box).
-//! - `POST /login` (form `username`, `password`): JSON with `access_token`,
-//!   plus the session cookie.
+//! - `POST /login` (form `username`, `password`): the session cookie, for
+//!   browsers; the JSON body says `token_type`, `expires_in` and `scope` but
+//!   holds no token (the cookie is `HttpOnly`: page scripts never see it).
+//! - `POST /token` (the same form): JSON with `access_token`, for tools and
+//!   apps that send the token themselves (header, `?token=`, subprotocol).
 //! - `POST /logout`: clears the cookie.
 //! - `POST /logout-everywhere` (bearer header or cookie): raises the user's
 //!   token version, so every token issued to them so far stops working and
 //!   their open sockets close with 4001 `token revoked` at the next check
-//!   (204).
+//!   (204, marked `Renewal::Skip`: a response that revokes renews nothing).
 //! - `GET /me` (bearer header or cookie): the user.
 //! - `GET /ws/{room}`: the room's socket. Authenticated by the session
 //!   cookie (browsers; `Origin` must be allowed), `?token=`, the bearer
@@ -79,12 +82,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use tokio::sync::broadcast;
-use tower_auth::axum::{logout, session_login};
+use tower_auth::axum::{logout, session_login, token_endpoint};
 use tower_auth::limit::{ConnectionLimit, ConnectionPermit, RateLimit};
 use tower_auth::ws::{self, CloseReason};
 use tower_auth::{
     AuthError, Authenticated, Authenticator, Credentials, Key, MemoryUserStore, PasswordHasher,
-    Scopes, SessionCookie, SimpleUser, TokenCodec,
+    Renewal, Scopes, SessionCookie, SimpleUser, TokenCodec,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -167,16 +170,17 @@ async fn me(me: Authenticated<User>) -> Json<serde_json::Value> {
     Json(json!({ "username": me.user.username, "scope": me.claims.scope }))
 }
 
-/// Revokes every token of the caller: the next token version.
+/// Revokes every token of the caller: the next token version. The
+/// response revokes, so it must not carry a renewed token: `Renewal::Skip`.
 async fn logout_everywhere(
     State(state): State<AppState>,
     me: Authenticated<User>,
-) -> axum::http::StatusCode {
+) -> (Renewal, axum::http::StatusCode) {
     state
         .users
         .update(&me.claims.sub, |user| user.token_version += 1);
     tracing::info!(sub = %me.claims.sub, "logged out everywhere");
-    axum::http::StatusCode::NO_CONTENT
+    (Renewal::Skip, axum::http::StatusCode::NO_CONTENT)
 }
 
 /// Everything is decided before the upgrade: the extractor authenticates
@@ -313,6 +317,7 @@ fn app(state: AppState) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/login", post(session_login::<User, ()>))
+        .route("/token", post(token_endpoint::<User, ()>))
         .route("/logout", post(logout::<User, ()>))
         .route("/logout-everywhere", post(logout_everywhere))
         .route("/me", get(me))
@@ -458,7 +463,7 @@ fn print_usage(addr: SocketAddr) -> std::io::Result<()> {
     writeln!(out, "open http://{addr}/ in a browser, or try:")?;
     writeln!(
         out,
-        r#"  TOKEN=$(curl -s -d 'username=full&password=full-pass' http://{addr}/login | sed -E 's/.*"access_token":"([^"]+)".*/\1/')"#
+        r#"  TOKEN=$(curl -s -d 'username=full&password=full-pass' http://{addr}/token | sed -E 's/.*"access_token":"([^"]+)".*/\1/')"#
     )?;
     writeln!(
         out,

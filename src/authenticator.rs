@@ -286,7 +286,8 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
     ///     match auth.authenticate(&parts).await {
     ///         Ok(identity) => {
     ///             let mut response = Response::new(Full::from(identity.claims.sub.clone()));
-    ///             auth.apply_sliding_expiry(&identity.claims, identity.credential, &mut response);
+    ///             auth.apply_sliding_expiry(&identity.claims, identity.credential, &mut response)
+    ///                 .await;
     ///             response
     ///         }
     ///         // 401 / 400 / 503 with the RFC 6750 challenge and JSON body.
@@ -465,21 +466,80 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
     /// sliding-expiry policy says one is due for the request's `claims` (and
     /// `credential`, from [`Authenticated`]); does nothing without a policy.
     /// [`AuthLayer`](crate::AuthLayer) calls this for you.
-    pub fn apply_sliding_expiry<B>(
+    ///
+    /// When a renewal is due, the user is loaded again — the handler may
+    /// have just disabled them or raised their token version ("log out
+    /// everywhere") — and no token is handed out for a user who is gone,
+    /// disabled or whose token version changed; the renewed token carries
+    /// the scopes the user holds now. That lookup happens at most once per
+    /// client per half-life; a request with nothing due costs a few integer
+    /// comparisons and no lookup. A failing store skips the renewal (logged
+    /// as a warning): the response itself is not changed.
+    /// See [`refresh`](crate::refresh) for the rules and delivery.
+    pub async fn apply_sliding_expiry<B>(
         &self,
         claims: &Claims<X>,
         credential: CredentialKind,
         response: &mut Response<B>,
     ) {
-        if let Some(policy) = &self.inner.sliding_expiry {
-            policy.apply(
-                &self.inner.codec,
-                &self.inner.credentials,
-                claims,
-                credential,
-                response,
+        let Some(policy) = &self.inner.sliding_expiry else {
+            return;
+        };
+        let codec = &self.inner.codec;
+        let credentials = &self.inner.credentials;
+        let now = unix_now();
+        let Some(due) = policy.due_for(
+            claims,
+            codec.access_lifetime(),
+            now,
+            credential,
+            credentials,
+            response,
+        ) else {
+            return;
+        };
+        let Some(scope) = self.scopes_for_renewal(claims).await else {
+            return;
+        };
+        let renewed = policy.renewed(claims, due, now, scope);
+        let token = match codec.issue(&renewed) {
+            Ok(token) => token,
+            Err(err) => {
+                tracing::error!(error = %err, "renewing a token failed");
+                return;
+            }
+        };
+        let max_age = std::time::Duration::from_secs(renewed.exp.saturating_sub(now));
+        policy.deliver(credentials, credential, &token, max_age, response);
+        tracing::debug!(sub = ?renewed.sub, exp = renewed.exp, "token renewed");
+    }
+
+    /// The user reloaded for a renewal that is due: the scopes the renewed
+    /// token may carry, or `None` when no token may be handed out.
+    async fn scopes_for_renewal(&self, claims: &Claims<X>) -> Option<Scopes> {
+        let user = match self.inner.store.find_by_subject(&claims.sub).await {
+            Ok(Some(user)) => user,
+            Ok(None) => {
+                tracing::debug!(sub = ?claims.sub, reason = "unknown_user", "renewal skipped");
+                return None;
+            }
+            Err(err) => {
+                tracing::warn!(sub = ?claims.sub, error = %err, "user store failed: renewal skipped");
+                return None;
+            }
+        };
+        let reason = if !user.is_active() {
+            TokenRejection::InactiveUser
+        } else if claims.token_version.unwrap_or(0) != user.token_version() {
+            TokenRejection::Revoked
+        } else {
+            return Some(
+                narrowed_scopes(&claims.scope, user.as_ref())
+                    .unwrap_or_else(|| claims.scope.clone()),
             );
-        }
+        };
+        tracing::debug!(sub = ?claims.sub, reason = reason.reason_code(), "renewal skipped");
+        None
     }
 
     /// The sliding-expiry policy, if any.

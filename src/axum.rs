@@ -8,7 +8,9 @@
 //! | [`Claims<X>`] | the verified claims | needs [`AuthLayer`](crate::AuthLayer) upstream |
 //!
 //! Handlers: [`token_endpoint`] (OAuth2 password grant), [`session_login`]
-//! (the same, also setting the session cookie) and [`logout`] (clearing it).
+//! (the same, setting the session cookie instead of returning the token) and
+//! [`logout`] (clearing it). A handler's own response can carry a
+//! [`Renewal`] decision: `(Renewal::Skip, StatusCode::NO_CONTENT)`.
 //!
 //! Under an optional [`AuthLayer`](crate::AuthLayer), a request whose
 //! credentials the layer refused reaches the handler; the extractors above
@@ -42,13 +44,16 @@
 use std::marker::PhantomData;
 use std::ops::Deref;
 
+use std::convert::Infallible;
+
 use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts, Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, IntoResponseParts, Response, ResponseParts};
 use http::request::Parts;
 
 use crate::authenticator::{Authenticated, Authenticator};
 use crate::error::{AuthError, ErrorRenderer};
 use crate::layer::LayerContext;
+use crate::refresh::Renewal;
 use crate::scope::{Scopes, is_scope_token};
 use crate::token::{Claims, ExtraClaims};
 use crate::user::AuthUser;
@@ -313,6 +318,32 @@ where
         }
         // The layer ran (optional mode): no credentials, or refused ones.
         Err(render(context.renderer(), context.no_identity(), None))
+    }
+}
+
+/// A handler says "this response logs out or revokes: renew nothing" (or
+/// "renew now") in one line, returning the decision beside its response:
+///
+/// ```
+/// use axum::http::StatusCode;
+/// use tower_auth::{Authenticated, Renewal, SimpleUser};
+///
+/// async fn logout_everywhere(me: Authenticated<SimpleUser>) -> (Renewal, StatusCode) {
+///     let _ = me.user; // ... raise their token version in the store ...
+///     (Renewal::Skip, StatusCode::NO_CONTENT)
+/// }
+/// ```
+///
+/// Sliding expiry already reloads the user before it renews, so a handler
+/// that revoked the caller's tokens gets no renewal either way; the marker
+/// says so where the handler is written, and also covers revocations the
+/// store does not show yet (a revocation list fed asynchronously).
+impl IntoResponseParts for Renewal {
+    type Error = Infallible;
+
+    fn into_response_parts(self, mut parts: ResponseParts) -> Result<ResponseParts, Infallible> {
+        parts.extensions_mut().insert(self);
+        Ok(parts)
     }
 }
 

@@ -515,6 +515,7 @@ pub struct SessionCookie {
     name: String,
     secure: bool,
     same_site: cookie::SameSite,
+    token_in_login_body: bool,
 }
 
 impl SessionCookie {
@@ -524,6 +525,7 @@ impl SessionCookie {
             name: name.into(),
             secure: true,
             same_site: cookie::SameSite::Lax,
+            token_in_login_body: false,
         }
     }
 
@@ -537,6 +539,27 @@ impl SessionCookie {
     pub fn same_site(mut self, same_site: cookie::SameSite) -> Self {
         self.same_site = same_site;
         self
+    }
+
+    /// Whether the session login
+    /// ([`session_login_endpoint`](crate::login::session_login_endpoint))
+    /// also returns the token in its JSON body. Default: no — the body
+    /// says `token_type`, `expires_in` and `scope`, and the token lives
+    /// only in this `HttpOnly` cookie, out of page scripts' reach. Turn it on
+    /// for a page that must hand the token to something the cookie cannot
+    /// reach (a WebSocket to another origin, say), knowing what it gives
+    /// up: a script injected into the page (XSS) can then read a valid token
+    /// and use it elsewhere until it expires. (For renewed tokens, see
+    /// [`SlidingExpiry::header_for_cookie_sessions`](crate::SlidingExpiry::header_for_cookie_sessions).)
+    pub fn token_in_login_body(mut self, include: bool) -> Self {
+        self.token_in_login_body = include;
+        self
+    }
+
+    /// Whether the session login returns the token in its body; see
+    /// [`token_in_login_body`](Self::token_in_login_body).
+    pub fn login_body_has_token(&self) -> bool {
+        self.token_in_login_body
     }
 
     /// The cookie's name.

@@ -139,6 +139,8 @@ where
     U: AuthUser,
     X: ExtraClaims,
     ReqBody: Send + 'static,
+    // Held while a due renewal reloads the user.
+    ResBody: Send + 'static,
 {
     type Response = Response<Either<ResBody, Full<Bytes>>>;
     type Error = S::Error;
@@ -188,7 +190,8 @@ where
             }
             let mut response = inner.call(Request::from_parts(parts, body)).await?;
             if let Some((claims, credential)) = &renewal_basis {
-                auth.apply_sliding_expiry(claims, *credential, &mut response);
+                auth.apply_sliding_expiry(claims, *credential, &mut response)
+                    .await;
             }
             Ok(response.map(Either::Left))
         })

@@ -27,7 +27,8 @@ async fn handle(
         Err(err) => return Ok(auth.error_response(&err)),
     };
     let mut response = Response::new(Full::new(Bytes::from(identity.claims.sub.clone())));
-    auth.apply_sliding_expiry(&identity.claims, identity.credential, &mut response);
+    auth.apply_sliding_expiry(&identity.claims, identity.credential, &mut response)
+        .await;
     Ok(response)
 }
 

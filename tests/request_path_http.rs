@@ -11,12 +11,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
+use axum::http::StatusCode;
 use axum::routing::{any, get};
 use common::*;
-use reqwest::header::COOKIE;
+use reqwest::header::{COOKIE, SET_COOKIE};
 use tower_auth::limit::RateLimit;
 use tower_auth::{
-    AuthLayer, Authenticator, Credentials, MemoryUserStore, Scopes, SimpleUser, SlidingExpiry,
+    AuthLayer, Authenticator, Claims, Credentials, MemoryUserStore, Scopes, SimpleUser,
+    SlidingExpiry,
 };
 
 const REFRESH_HEADER: &str = "x-refreshed-token";
@@ -345,4 +347,145 @@ async fn a_non_ascii_neighbour_cookie_does_not_hide_the_session_cookie() {
     with_cookie_lines(&base, &[twice.as_bytes()])
         .await
         .assert_invalid_request();
+}
+
+// ---------------------------------------------------------------------------
+// 6. A cookie session's tokens stay out of page scripts' reach
+// ---------------------------------------------------------------------------
+
+fn aged_claims(codec: &tower_auth::TokenCodec, sub: &str, scope: &str) -> Claims {
+    let mut claims = codec.new_claims(sub, Scopes::parse(scope).unwrap(), 0, ());
+    claims.iat = Some(now() - 20 * 60);
+    claims.auth_time = claims.iat;
+    claims.exp = now() + 10 * 60;
+    claims
+}
+
+#[tokio::test]
+async fn a_cookie_session_is_renewed_by_set_cookie_only() {
+    let codec = hs256_codec();
+    let auth = Authenticator::builder(store(), codec.clone())
+        .realm(REALM)
+        .credentials(Credentials::bearer().cookie("at"))
+        .sliding_expiry(SlidingExpiry::new(Duration::from_secs(8 * 3600)))
+        .build()
+        .unwrap();
+    let base = serve(protected_app(auth)).await;
+    let aged = codec.issue(&aged_claims(&codec, "johndoe", "me")).unwrap();
+    let response = client()
+        .get(format!("{base}/me"))
+        .header(COOKIE, format!("at={aged}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let set_cookie = response.headers()[SET_COOKIE].to_str().unwrap();
+    assert!(set_cookie.starts_with("at=ey"), "{set_cookie}");
+    assert!(
+        response.headers().get(REFRESH_HEADER).is_none(),
+        "a script-readable copy of the cookie's token"
+    );
+}
+
+/// `POST /login` (session login) over johndoe / `secret`; the JSON body.
+#[cfg(feature = "axum")]
+async fn session_login_body(auth: Authenticator<SimpleUser>) -> serde_json::Value {
+    let base = serve(
+        Router::new()
+            .route(
+                "/login",
+                axum::routing::post(tower_auth::axum::session_login::<SimpleUser, ()>),
+            )
+            .with_state(auth),
+    )
+    .await;
+    let response = client()
+        .post(format!("{base}/login"))
+        .form(&[("username", "johndoe"), ("password", "secret")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()[SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .starts_with("at=ey")
+    );
+    response.json().await.unwrap()
+}
+
+/// A store with johndoe / `secret`, hashed with cheap parameters (this is
+/// about the response, not the hashing).
+#[cfg(feature = "axum")]
+async fn cheap_login_auth(cookie: tower_auth::SessionCookie) -> Authenticator<SimpleUser> {
+    let hasher = tower_auth::PasswordHasher::builder()
+        .params(64, 1, 1)
+        .build()
+        .unwrap();
+    let hash = hasher.hash("secret").await.unwrap();
+    Authenticator::builder(users(&hash), hs256_codec())
+        .passwords(hasher)
+        .credentials(Credentials::bearer().session_cookie(cookie))
+        .build()
+        .unwrap()
+}
+
+#[cfg(feature = "axum")]
+#[tokio::test]
+async fn the_session_login_body_carries_no_token() {
+    let body =
+        session_login_body(cheap_login_auth(tower_auth::SessionCookie::new("at")).await).await;
+    assert!(body.get("access_token").is_none(), "{body}");
+    assert_eq!(body["token_type"], "Bearer", "{body}");
+    assert_eq!(body["expires_in"], 1800, "{body}");
+    assert_eq!(body["scope"], "items me", "{body}");
+}
+
+// ---------------------------------------------------------------------------
+// 7. A response that revokes carries no renewal
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_response_that_revokes_the_token_carries_no_renewal() {
+    let codec = hs256_codec();
+    let users = store();
+    let auth = Authenticator::builder(users.clone(), codec.clone())
+        .realm(REALM)
+        .sliding_expiry(SlidingExpiry::new(Duration::from_secs(8 * 3600)))
+        .build()
+        .unwrap();
+    let everywhere = users.clone();
+    let disable = users.clone();
+    let app = Router::new()
+        .route(
+            "/logout-everywhere",
+            axum::routing::post(move || {
+                everywhere.update("johndoe", |u| u.token_version += 1);
+                std::future::ready(StatusCode::NO_CONTENT)
+            }),
+        )
+        .route(
+            "/disable",
+            axum::routing::post(move || {
+                disable.update("alice", |u| u.active = false);
+                std::future::ready(StatusCode::NO_CONTENT)
+            }),
+        )
+        .layer(AuthLayer::required(auth));
+    let base = serve(app).await;
+    for (path, sub) in [("/logout-everywhere", "johndoe"), ("/disable", "alice")] {
+        let aged = codec.issue(&aged_claims(&codec, sub, "me")).unwrap();
+        let response = client()
+            .post(format!("{base}{path}"))
+            .bearer_auth(&aged)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 204, "{path}");
+        assert!(
+            response.headers().get(REFRESH_HEADER).is_none(),
+            "{path} handed out a token it had just revoked"
+        );
+    }
 }
