@@ -35,11 +35,10 @@
 //! anonymous.
 //!
 //! Only a CORS preflight — `OPTIONS` with `Origin` and
-//! `Access-Control-Request-Method`
-//! ([`is_cors_preflight`]) — passes
-//! through untouched: browsers never attach credentials to a preflight, and
-//! the CORS layer (outside this one) answers it. Any other `OPTIONS` is
-//! authenticated like every other method (decision 14).
+//! `Access-Control-Request-Method` ([`is_cors_preflight`]) — passes through
+//! untouched: browsers never attach credentials to a preflight, and the CORS
+//! layer (outside this one) answers it. Any other `OPTIONS` is authenticated
+//! like every other method (decision 14).
 
 use std::any::Any;
 use std::future::Future;
