@@ -37,6 +37,7 @@ fn token(age: u64) -> String {
     let codec = codec();
     let mut claims = codec.new_claims("johndoe", Scopes::none(), 0, ());
     claims.iat = claims.iat.map(|iat| iat - age);
+    claims.auth_time = claims.iat;
     claims.exp -= age;
     codec.issue(&claims).unwrap()
 }

@@ -23,13 +23,16 @@
 //!
 //! Routes:
 //! - `GET /`: a page to try it in a browser (login, room, message box).
-//! - `POST /login` (form `username`, `password`): JSON with `access_token`,
-//!   plus the session cookie.
+//! - `POST /login` (form `username`, `password`): the session cookie, for
+//!   browsers; the JSON body says `token_type`, `expires_in` and `scope` but
+//!   holds no token (the cookie is `HttpOnly`: page scripts never see it).
+//! - `POST /token` (the same form): JSON with `access_token`, for tools and
+//!   apps that send the token themselves (header, `?token=`, subprotocol).
 //! - `POST /logout`: clears the cookie.
 //! - `POST /logout-everywhere` (bearer header or cookie): raises the user's
 //!   token version, so every token issued to them so far stops working and
 //!   their open sockets close with 4001 `token revoked` at the next check
-//!   (204).
+//!   (204, marked `Renewal::Skip`: a response that revokes renews nothing).
 //! - `GET /me` (bearer header or cookie): the user.
 //! - `GET /ws/{room}`: the room's socket. Authenticated by the session
 //!   cookie (browsers; `Origin` must be allowed), `?token=`, the bearer
@@ -41,7 +44,9 @@
 //!   `{"room", "from", "text"}`; a reader's get `{"error": "read_only", …}`
 //!   back and go nowhere; the 11th message within a minute closes the socket
 //!   with 1008; the token's expiry closes it with 4001, and so does a
-//!   revocation, found by re-checking the user every `RECHECK_SECS`.
+//!   revocation, found by re-checking the user every `RECHECK_SECS`; the
+//!   same check applies a scope taken from the user (writing stops, and
+//!   losing the room's read permission closes the socket with 1008).
 //!
 //! What one user may cost the server (see `tower_auth::ws`, "Bounding what
 //! a user's sockets cost"):
@@ -98,12 +103,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use tokio::sync::broadcast;
-use tower_auth::axum::{logout, session_login};
+use tower_auth::axum::{logout, session_login, token_endpoint};
 use tower_auth::limit::{ConnectionLimit, ConnectionPermit, RateLimit};
 use tower_auth::ws::{self, CloseReason};
 use tower_auth::{
     AuthError, Authenticated, Authenticator, Credentials, Key, MemoryUserStore, PasswordHasher,
-    Scopes, SessionCookie, SimpleUser, TokenCodec,
+    Renewal, Scopes, SessionCookie, SimpleUser, TokenCodec,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -200,16 +205,17 @@ async fn me(me: Authenticated<User>) -> Json<serde_json::Value> {
     Json(json!({ "username": me.user.username, "scope": me.claims.scope }))
 }
 
-/// Revokes every token of the caller: the next token version.
+/// Revokes every token of the caller: the next token version. The
+/// response revokes, so it must not carry a renewed token: `Renewal::Skip`.
 async fn logout_everywhere(
     State(state): State<AppState>,
     me: Authenticated<User>,
-) -> axum::http::StatusCode {
+) -> (Renewal, axum::http::StatusCode) {
     state
         .users
         .update(&me.claims.sub, |user| user.token_version += 1);
     tracing::info!(sub = ?me.claims.sub, "logged out everywhere");
-    axum::http::StatusCode::NO_CONTENT
+    (Renewal::Skip, axum::http::StatusCode::NO_CONTENT)
 }
 
 /// Everything is decided before the upgrade: the extractor authenticates
@@ -255,7 +261,7 @@ async fn run_socket(
     permit: ConnectionPermit,
 ) {
     let (channel, mut inbox) = state.rooms.join(&room);
-    let can_write = may(&me.claims.scope, &room, "write");
+    let mut can_write = may(&me.claims.scope, &room, "write");
     let mut expiry = ws::expires(&me.claims);
     let mut recheck = tokio::time::interval_at(
         tokio::time::Instant::now() + state.recheck_every,
@@ -278,7 +284,14 @@ async fn run_socket(
             biased;
             () = &mut expiry => break Some(CloseReason::TokenExpired),
             _ = recheck.tick() => match state.auth.recheck(&me).await {
-                Ok(_) => {}
+                // The scopes in effect now: a permission taken from the
+                // user applies to the open socket too.
+                Ok(now) => {
+                    if !may(&now.claims.scope, &room, "read") {
+                        break Some(CloseReason::Forbidden);
+                    }
+                    can_write = may(&now.claims.scope, &room, "write");
+                }
                 Err(err) => match CloseReason::for_rejection(&err) {
                     Some(reason) => break Some(reason),
                     // The store failed: keep the socket, check again later.
@@ -389,6 +402,7 @@ fn app(state: AppState) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/login", post(session_login::<User, ()>))
+        .route("/token", post(token_endpoint::<User, ()>))
         .route("/logout", post(logout::<User, ()>))
         .route("/logout-everywhere", post(logout_everywhere))
         .route("/me", get(me))
@@ -548,7 +562,7 @@ fn print_usage(addr: SocketAddr) -> std::io::Result<()> {
     writeln!(out, "open http://{addr}/ in a browser, or try:")?;
     writeln!(
         out,
-        r#"  TOKEN=$(curl -s -d 'username=full&password=full-pass' http://{addr}/login | sed -E 's/.*"access_token":"([^"]+)".*/\1/')"#
+        r#"  TOKEN=$(curl -s -d 'username=full&password=full-pass' http://{addr}/token | sed -E 's/.*"access_token":"([^"]+)".*/\1/')"#
     )?;
     writeln!(
         out,

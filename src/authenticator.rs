@@ -18,6 +18,7 @@ use crate::error::{AuthError, ErrorRenderer, RenderError, is_valid_realm};
 use crate::origin::OriginGuard;
 use crate::password::PasswordHasher;
 use crate::refresh::SlidingExpiry;
+use crate::scope::Scopes;
 use crate::token::{Claims, ExtraClaims, TokenCodec, TokenRejection, VerifiedTokens, unix_now};
 use crate::user::{AuthUser, DynUserStore, UserStore};
 
@@ -29,7 +30,9 @@ use crate::user::{AuthUser, DynUserStore, UserStore};
 pub struct Authenticated<U, X = ()> {
     /// The user the token's `sub` names, freshly loaded for this request.
     pub user: Arc<U>,
-    /// The token's verified claims.
+    /// The token's verified claims, with the scopes in effect for this
+    /// request: the token's scopes that the user still holds (see
+    /// [the scopes in effect](crate::scope#the-scopes-in-effect-for-a-request)).
     pub claims: Arc<Claims<X>>,
     /// Where the token was found.
     pub credential: CredentialKind,
@@ -283,7 +286,8 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
     ///     match auth.authenticate(&parts).await {
     ///         Ok(identity) => {
     ///             let mut response = Response::new(Full::from(identity.claims.sub.clone()));
-    ///             auth.apply_sliding_expiry(&identity.claims, identity.credential, &mut response);
+    ///             auth.apply_sliding_expiry(&identity.claims, identity.credential, &mut response)
+    ///                 .await;
     ///             response
     ///         }
     ///         // 401 / 400 / 503 with the RFC 6750 challenge and JSON body.
@@ -375,7 +379,10 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
     /// outlives its request (a WebSocket): its claims against the clock
     /// (`exp`, `nbf`), then its user, freshly loaded (exists, active, token
     /// version current). The signature is not checked again: it cannot have
-    /// changed. Returns the identity with the user as the store has it now.
+    /// changed. Returns the identity with the user as the store has it now,
+    /// and the scopes in effect now: the identity's scopes that the user
+    /// still holds (a socket that decided its permissions from the scopes
+    /// should decide again from the returned identity's).
     ///
     /// Run it on a timer in the socket's loop; map a failure to a close code
     /// with [`CloseReason::for_rejection`](crate::ws::CloseReason::for_rejection):
@@ -436,6 +443,17 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
         if claims.token_version.unwrap_or(0) != user.token_version() {
             return Err(AuthError::InvalidToken(TokenRejection::Revoked));
         }
+        // The scopes in effect (decision 15). The usual case keeps the
+        // verified claims as they are, the cached `Arc` included.
+        let claims = match narrowed_scopes(&claims.scope, user.as_ref()) {
+            None => claims,
+            Some(scope) => {
+                tracing::debug!(sub = ?claims.sub, "token scopes narrowed to those the user holds");
+                let mut narrowed = Claims::clone(&claims);
+                narrowed.scope = scope;
+                Arc::new(narrowed)
+            }
+        };
         tracing::debug!(sub = ?claims.sub, ?credential, "request authenticated");
         Ok(Authenticated {
             user,
@@ -448,21 +466,80 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
     /// sliding-expiry policy says one is due for the request's `claims` (and
     /// `credential`, from [`Authenticated`]); does nothing without a policy.
     /// [`AuthLayer`](crate::AuthLayer) calls this for you.
-    pub fn apply_sliding_expiry<B>(
+    ///
+    /// When a renewal is due, the user is loaded again — the handler may
+    /// have just disabled them or raised their token version ("log out
+    /// everywhere") — and no token is handed out for a user who is gone,
+    /// disabled or whose token version changed; the renewed token carries
+    /// the scopes the user holds now. That lookup happens at most once per
+    /// client per half-life; a request with nothing due costs a few integer
+    /// comparisons and no lookup. A failing store skips the renewal (logged
+    /// as a warning): the response itself is not changed.
+    /// See [`refresh`](crate::refresh) for the rules and delivery.
+    pub async fn apply_sliding_expiry<B>(
         &self,
         claims: &Claims<X>,
         credential: CredentialKind,
         response: &mut Response<B>,
     ) {
-        if let Some(policy) = &self.inner.sliding_expiry {
-            policy.apply(
-                &self.inner.codec,
-                &self.inner.credentials,
-                claims,
-                credential,
-                response,
+        let Some(policy) = &self.inner.sliding_expiry else {
+            return;
+        };
+        let codec = &self.inner.codec;
+        let credentials = &self.inner.credentials;
+        let now = unix_now();
+        let Some(due) = policy.due_for(
+            claims,
+            codec.access_lifetime(),
+            now,
+            credential,
+            credentials,
+            response,
+        ) else {
+            return;
+        };
+        let Some(scope) = self.scopes_for_renewal(claims).await else {
+            return;
+        };
+        let renewed = policy.renewed(claims, due, now, scope);
+        let token = match codec.issue(&renewed) {
+            Ok(token) => token,
+            Err(err) => {
+                tracing::error!(error = %err, "renewing a token failed");
+                return;
+            }
+        };
+        let max_age = std::time::Duration::from_secs(renewed.exp.saturating_sub(now));
+        policy.deliver(credentials, credential, &token, max_age, response);
+        tracing::debug!(sub = ?renewed.sub, exp = renewed.exp, "token renewed");
+    }
+
+    /// The user reloaded for a renewal that is due: the scopes the renewed
+    /// token may carry, or `None` when no token may be handed out.
+    async fn scopes_for_renewal(&self, claims: &Claims<X>) -> Option<Scopes> {
+        let user = match self.inner.store.find_by_subject(&claims.sub).await {
+            Ok(Some(user)) => user,
+            Ok(None) => {
+                tracing::debug!(sub = ?claims.sub, reason = "unknown_user", "renewal skipped");
+                return None;
+            }
+            Err(err) => {
+                tracing::warn!(sub = ?claims.sub, error = %err, "user store failed: renewal skipped");
+                return None;
+            }
+        };
+        let reason = if !user.is_active() {
+            TokenRejection::InactiveUser
+        } else if claims.token_version.unwrap_or(0) != user.token_version() {
+            TokenRejection::Revoked
+        } else {
+            return Some(
+                narrowed_scopes(&claims.scope, user.as_ref())
+                    .unwrap_or_else(|| claims.scope.clone()),
             );
-        }
+        };
+        tracing::debug!(sub = ?claims.sub, reason = reason.reason_code(), "renewal skipped");
+        None
     }
 
     /// The sliding-expiry policy, if any.
@@ -525,6 +602,21 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
     /// The credential sources.
     pub fn credentials(&self) -> &Credentials {
         &self.inner.credentials
+    }
+}
+
+/// The token's scopes that `user` still holds, when that is fewer than the
+/// token's; `None` when the user holds them all (the usual case: a subset
+/// check, no allocation).
+fn narrowed_scopes<U: AuthUser>(granted: &Scopes, user: &U) -> Option<Scopes> {
+    if granted.is_empty() {
+        return None;
+    }
+    let allowed = user.allowed_scopes();
+    if granted.is_subset(&allowed) {
+        None
+    } else {
+        Some(granted.intersection(&allowed))
     }
 }
 
@@ -597,5 +689,35 @@ mod tests {
             Err(AuthError::InvalidToken(TokenRejection::Expired))
         ));
         assert!(auth.recheck(&identity).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn recheck_narrows_the_scopes_to_those_the_user_holds_now() {
+        let codec = TokenCodec::builder(Key::hs256(&[3; 32]).unwrap())
+            .build()
+            .unwrap();
+        let users = MemoryUserStore::new();
+        users.insert(
+            SimpleUser::new("u1", "unused").with_scopes(Scopes::parse("read write").unwrap()),
+        );
+        let auth: Authenticator<SimpleUser> = Authenticator::builder(users.clone(), codec.clone())
+            .build()
+            .unwrap();
+        let token = codec
+            .issue(&codec.new_claims("u1", Scopes::parse("read write").unwrap(), 0, ()))
+            .unwrap();
+        let identity = auth
+            .authenticate_token(&token, CredentialKind::Bearer)
+            .await
+            .unwrap();
+        let unchanged = auth.recheck(&identity).await.unwrap();
+        assert!(
+            Arc::ptr_eq(&unchanged.claims, &identity.claims),
+            "claims the user still holds are kept as they are"
+        );
+        users.update("u1", |u| u.scopes = Scopes::parse("read other").unwrap());
+        let narrowed = auth.recheck(&identity).await.unwrap();
+        assert_eq!(narrowed.claims.scope.to_string(), "read");
+        assert_eq!(identity.claims.scope.to_string(), "read write");
     }
 }

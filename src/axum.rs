@@ -8,7 +8,16 @@
 //! | [`Claims<X>`] | the verified claims | needs [`AuthLayer`](crate::AuthLayer) upstream |
 //!
 //! Handlers: [`token_endpoint`] (OAuth2 password grant), [`session_login`]
-//! (the same, also setting the session cookie) and [`logout`] (clearing it).
+//! (the same, setting the session cookie instead of returning the token) and
+//! [`logout`] (clearing it). A handler's own response can carry a
+//! [`Renewal`] decision: `(Renewal::Skip, StatusCode::NO_CONTENT)`.
+//!
+//! Under an optional [`AuthLayer`](crate::AuthLayer), a request whose
+//! credentials the layer refused reaches the handler; the extractors above
+//! answer with the layer's refusal (the same 401 the required layer sends),
+//! `Option<Authenticated>` included: a refused token is never anonymous.
+//! The token endpoint and the session login ignore bearer credentials
+//! altogether, so a stale token never blocks a new login.
 //!
 //! The identity extractors use what [`AuthLayer`](crate::AuthLayer) put into
 //! the request; without the layer they run the [`Authenticator`] taken from
@@ -35,13 +44,16 @@
 use std::marker::PhantomData;
 use std::ops::Deref;
 
+use std::convert::Infallible;
+
 use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts, Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, IntoResponseParts, Response, ResponseParts};
 use http::request::Parts;
 
 use crate::authenticator::{Authenticated, Authenticator};
 use crate::error::{AuthError, ErrorRenderer};
 use crate::layer::LayerContext;
+use crate::refresh::Renewal;
 use crate::scope::{Scopes, is_scope_token};
 use crate::token::{Claims, ExtraClaims};
 use crate::user::AuthUser;
@@ -97,6 +109,67 @@ fn misconfigured(message: &'static str) -> Response {
 const NO_AUTHENTICATOR: &str =
     "an Authenticated extractor needs AuthLayer or an Authenticator in the router state";
 
+/// What an identity extractor found when it did not fail.
+enum Found<U, X> {
+    /// An identity.
+    Identity(Authenticated<U, X>),
+    /// No credentials at all; the renderer that answers for this request.
+    Anonymous(ErrorRenderer),
+}
+
+/// The response for `error`; on a route that requires `scopes`, the
+/// challenge names them.
+fn render(
+    renderer: &ErrorRenderer,
+    error: &AuthError,
+    scopes: Option<&'static [&'static str]>,
+) -> Response {
+    match scopes {
+        // Only on a refusal are the scopes collected into a set.
+        Some(scopes) => {
+            let required = Scopes::try_from_iter(scopes).unwrap_or_default();
+            renderer.render_for_scopes(error, &required)
+        }
+        None => renderer.render(error),
+    }
+    .into_response()
+}
+
+/// The request's identity: what the layer found (or the refusal it
+/// recorded, rendered), else what the state's [`Authenticator`] finds now.
+/// Refusals name `scopes` in their challenge.
+async fn find_identity<U, X, S>(
+    parts: &Parts,
+    state: &S,
+    scopes: Option<&'static [&'static str]>,
+) -> Result<Found<U, X>, Response>
+where
+    U: AuthUser,
+    X: ExtraClaims,
+    S: AuthenticatorState<U, X>,
+{
+    if let Some(identity) = parts.extensions.get::<Authenticated<U, X>>() {
+        return Ok(Found::Identity(identity.clone()));
+    }
+    if let Some(context) = parts.extensions.get::<LayerContext>()
+        && context.subject().is_none()
+    {
+        // The layer has decided: anonymous, or refused (decision 6).
+        return if context.is_refused() {
+            Err(render(context.renderer(), context.no_identity(), scopes))
+        } else {
+            Ok(Found::Anonymous(context.renderer().clone()))
+        };
+    }
+    // No layer (or a layer of other user or claim types): the state's.
+    let auth = find_authenticator(parts, state).ok_or_else(|| misconfigured(NO_AUTHENTICATOR))?;
+    match auth.authenticate_optional(parts).await {
+        Ok(Some(identity)) => Ok(Found::Identity(identity)),
+        Ok(None) => Ok(Found::Anonymous(auth.renderer().clone())),
+        Err(err) => Err(render(auth.renderer(), &err, scopes)),
+    }
+}
+
 impl<U, X, S> FromRequestParts<S> for Authenticated<U, X>
 where
     U: AuthUser,
@@ -106,14 +179,12 @@ where
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(identity) = parts.extensions.get::<Authenticated<U, X>>() {
-            return Ok(identity.clone());
+        match find_identity(parts, state, None).await? {
+            Found::Identity(identity) => Ok(identity),
+            Found::Anonymous(renderer) => {
+                Err(render(&renderer, &AuthError::MissingCredentials, None))
+            }
         }
-        let auth =
-            find_authenticator(parts, state).ok_or_else(|| misconfigured(NO_AUTHENTICATOR))?;
-        auth.authenticate(parts)
-            .await
-            .map_err(|err| auth.error_response(&err).into_response())
     }
 }
 
@@ -129,14 +200,10 @@ where
         parts: &mut Parts,
         state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
-        if let Some(identity) = parts.extensions.get::<Authenticated<U, X>>() {
-            return Ok(Some(identity.clone()));
+        match find_identity(parts, state, None).await? {
+            Found::Identity(identity) => Ok(Some(identity)),
+            Found::Anonymous(_) => Ok(None),
         }
-        let auth =
-            find_authenticator(parts, state).ok_or_else(|| misconfigured(NO_AUTHENTICATOR))?;
-        auth.authenticate_optional(parts)
-            .await
-            .map_err(|err| auth.error_response(&err).into_response())
     }
 }
 
@@ -157,6 +224,12 @@ pub trait ScopeRequirement: Send + Sync + 'static {
 
 /// An identity that holds every scope of `R`; 403 `insufficient_scope`
 /// otherwise (401 when there is no identity). Derefs to [`Authenticated`].
+///
+/// The scopes checked are those in effect for the request (the token's
+/// scopes that the user still holds; see
+/// [`scope`](crate::scope#the-scopes-in-effect-for-a-request)), and every
+/// challenge it sends — 401 or 403 — names `R`'s scopes:
+/// `Bearer realm="…", scope="me"`.
 pub struct Scoped<R, U, X = ()> {
     /// The identity.
     pub identity: Authenticated<U, X>,
@@ -193,8 +266,16 @@ where
                 "a ScopeRequirement names an invalid scope token",
             ));
         }
-        let identity =
-            <Authenticated<U, X> as FromRequestParts<S>>::from_request_parts(parts, state).await?;
+        let identity = match find_identity(parts, state, Some(R::SCOPES)).await? {
+            Found::Identity(identity) => identity,
+            Found::Anonymous(renderer) => {
+                return Err(render(
+                    &renderer,
+                    &AuthError::MissingCredentials,
+                    Some(R::SCOPES),
+                ));
+            }
+        };
         let granted = &identity.claims.scope;
         if R::SCOPES.iter().any(|scope| !granted.contains(scope)) {
             // Only on the refusal path are the scopes collected into a set.
@@ -235,11 +316,34 @@ where
                 "the Claims extractor's claim type is not the AuthLayer's",
             ));
         }
-        // The layer ran (optional mode) and found no credentials.
-        Err(context
-            .renderer()
-            .render(&AuthError::MissingCredentials)
-            .into_response())
+        // The layer ran (optional mode): no credentials, or refused ones.
+        Err(render(context.renderer(), context.no_identity(), None))
+    }
+}
+
+/// A handler says "this response logs out or revokes: renew nothing" (or
+/// "renew now") in one line, returning the decision beside its response:
+///
+/// ```
+/// use axum::http::StatusCode;
+/// use tower_auth::{Authenticated, Renewal, SimpleUser};
+///
+/// async fn logout_everywhere(me: Authenticated<SimpleUser>) -> (Renewal, StatusCode) {
+///     let _ = me.user; // ... raise their token version in the store ...
+///     (Renewal::Skip, StatusCode::NO_CONTENT)
+/// }
+/// ```
+///
+/// Sliding expiry already reloads the user before it renews, so a handler
+/// that revoked the caller's tokens gets no renewal either way; the marker
+/// says so where the handler is written, and also covers revocations the
+/// store does not show yet (a revocation list fed asynchronously).
+impl IntoResponseParts for Renewal {
+    type Error = Infallible;
+
+    fn into_response_parts(self, mut parts: ResponseParts) -> Result<ResponseParts, Infallible> {
+        parts.extensions_mut().insert(self);
+        Ok(parts)
     }
 }
 

@@ -27,7 +27,10 @@
 //!   never log it when this source is on.
 //! - **Cookie** (off by default). Every `Cookie` header line is read (HTTP/2
 //!   may split them); two cookies of that name -> 400, even with equal
-//!   values.
+//!   values. Only that cookie's own value must be valid: other cookies on
+//!   the line are ignored however malformed they are (non-ASCII values,
+//!   cookies a sibling subdomain set), parsed by the `cookie` crate from a
+//!   lossily decoded copy of a line that is not ASCII.
 //! - An empty query parameter or cookie counts as absent.
 //! - A token found by more than one source -> 400 `invalid_request`
 //!   (RFC 6750 §2), unless [`Precedence::FirstInOrder`] is configured, in
@@ -440,9 +443,16 @@ impl Credentials {
     ) -> Result<Option<Cow<'a, [u8]>>, CredentialsRejection> {
         let mut found = None;
         for line in parts.headers.get_all(COOKIE) {
-            // A line that is not text cannot hold our cookie in a form we
-            // would accept; skipping it fails closed (no credentials).
-            let Ok(line) = line.to_str() else { continue };
+            // Other cookies on the line are none of our business, whatever
+            // bytes they hold (`lang=français`, one a sibling subdomain set):
+            // a line that is not visible ASCII is parsed from a lossily
+            // decoded copy, so its other cookies cannot hide ours. Our own
+            // cookie's value must still be a token68 (400 otherwise): a byte
+            // that was not ASCII is U+FFFD in the copy, which never is.
+            let line = match line.to_str() {
+                Ok(text) => Cow::Borrowed(text),
+                Err(_) => Cow::Owned(String::from_utf8_lossy(line.as_bytes()).into_owned()),
+            };
             for cookie in cookie::Cookie::split_parse(line).flatten() {
                 if cookie.name() != name {
                     continue;
@@ -505,6 +515,7 @@ pub struct SessionCookie {
     name: String,
     secure: bool,
     same_site: cookie::SameSite,
+    token_in_login_body: bool,
 }
 
 impl SessionCookie {
@@ -514,6 +525,7 @@ impl SessionCookie {
             name: name.into(),
             secure: true,
             same_site: cookie::SameSite::Lax,
+            token_in_login_body: false,
         }
     }
 
@@ -527,6 +539,27 @@ impl SessionCookie {
     pub fn same_site(mut self, same_site: cookie::SameSite) -> Self {
         self.same_site = same_site;
         self
+    }
+
+    /// Whether the session login
+    /// ([`session_login_endpoint`](crate::login::session_login_endpoint))
+    /// also returns the token in its JSON body. Default: no — the body
+    /// says `token_type`, `expires_in` and `scope`, and the token lives
+    /// only in this `HttpOnly` cookie, out of page scripts' reach. Turn it on
+    /// for a page that must hand the token to something the cookie cannot
+    /// reach (a WebSocket to another origin, say), knowing what it gives
+    /// up: a script injected into the page (XSS) can then read a valid token
+    /// and use it elsewhere until it expires. (For renewed tokens, see
+    /// [`SlidingExpiry::header_for_cookie_sessions`](crate::SlidingExpiry::header_for_cookie_sessions).)
+    pub fn token_in_login_body(mut self, include: bool) -> Self {
+        self.token_in_login_body = include;
+        self
+    }
+
+    /// Whether the session login returns the token in its body; see
+    /// [`token_in_login_body`](Self::token_in_login_body).
+    pub fn login_body_has_token(&self) -> bool {
+        self.token_in_login_body
     }
 
     /// The cookie's name.
@@ -1162,6 +1195,33 @@ mod tests {
                     }
                 }
             }
+        }
+
+        #[test]
+        fn cookie_tokens_round_trip_among_non_ascii_neighbours(
+            token in "[A-Za-z0-9._~+/-]{1,100}={0,2}",
+            others in proptest::collection::vec(
+                ("[a-z]{1,8}", proptest::collection::vec(any::<u8>(), 0..12)),
+                0..6,
+            ),
+            position in 0usize..7,
+        ) {
+            // Neighbours with any bytes a header value may carry (no
+            // controls, no `;` that would split them), ours among them.
+            let mut pairs: Vec<Vec<u8>> = others
+                .iter()
+                .filter(|(name, _)| name != "at")
+                .map(|(name, value)| {
+                    let value = value.iter().copied().filter(|b| *b >= 0x20 && *b != 0x7f && *b != b';');
+                    name.bytes().chain([b'=']).chain(value).collect()
+                })
+                .collect();
+            pairs.insert(position.min(pairs.len()), format!("at={token}").into_bytes());
+            let line = pairs.join(&b"; "[..]);
+            let p = parts(|b| b.header("cookie", HeaderValue::from_bytes(&line).unwrap()));
+            let found = all_sources().extract(&p).unwrap().unwrap();
+            prop_assert_eq!(found.kind, CredentialKind::Cookie);
+            prop_assert_eq!(found.token, token);
         }
 
         #[test]

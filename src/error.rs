@@ -22,6 +22,14 @@
 //! `too_many_requests` — the pace, named after the status (RFC 6585). Neither
 //! carries a `WWW-Authenticate` challenge: re-authenticating does not help.
 //!
+//! A challenge from a route that requires scopes — sent by a scope guard
+//! ([`RequireScopes`](crate::RequireScopes)) or the axum `Scoped` extractor —
+//! names them in a `scope` attribute, on the 401s and 400 as on the 403
+//! (RFC 6750 §3 allows it on every challenge; FastAPI sends
+//! `Bearer scope="me"`): `Bearer realm="…", scope="me"`, or
+//! `Bearer realm="…", error="invalid_token", error_description="…", scope="me"`.
+//! A client learns which scopes to ask for when it logs in again.
+//!
 //! Every body is JSON `{"error": …, "error_description": …}`; descriptions are
 //! fixed texts chosen by this crate, never attacker input, a token or an
 //! internal error message. An app that wants another body format installs a
@@ -255,7 +263,21 @@ impl ErrorRenderer {
 
     /// The response for `error`.
     pub(crate) fn render(&self, error: &AuthError) -> Response<ErrorBody> {
-        let default = default_response(error, &self.realm);
+        self.render_inner(error, None)
+    }
+
+    /// The response for `error` on a route that requires `required`: its
+    /// challenge names them (see the [module docs](self)).
+    pub(crate) fn render_for_scopes(
+        &self,
+        error: &AuthError,
+        required: &Scopes,
+    ) -> Response<ErrorBody> {
+        self.render_inner(error, Some(required))
+    }
+
+    fn render_inner(&self, error: &AuthError, required: Option<&Scopes>) -> Response<ErrorBody> {
+        let default = default_response(error, &self.realm, required);
         match &self.hook {
             Some(hook) => hook.render(error, default),
             None => default,
@@ -271,18 +293,28 @@ pub(crate) fn is_valid_realm(realm: &str) -> bool {
             .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
 }
 
-fn default_response(error: &AuthError, realm: &str) -> Response<ErrorBody> {
+fn default_response(
+    error: &AuthError,
+    realm: &str,
+    route_scopes: Option<&Scopes>,
+) -> Response<ErrorBody> {
     let (status, code, description) = status_code_description(error);
-    let challenge = match error {
+    let mut challenge = match error {
         AuthError::MissingCredentials => Some(format!("Bearer realm=\"{realm}\"")),
-        AuthError::InvalidRequest(_) | AuthError::InvalidToken(_) => Some(format!(
+        AuthError::InvalidRequest(_)
+        | AuthError::InvalidToken(_)
+        | AuthError::InsufficientScope { .. } => Some(format!(
             "Bearer realm=\"{realm}\", error=\"{code}\", error_description=\"{description}\""
-        )),
-        AuthError::InsufficientScope { required, .. } => Some(format!(
-            "Bearer realm=\"{realm}\", error=\"{code}\", error_description=\"{description}\", scope=\"{required}\""
         )),
         _ => None,
     };
+    let scope = match error {
+        AuthError::InsufficientScope { required, .. } => Some(required),
+        _ => route_scopes.filter(|scopes| !scopes.is_empty()),
+    };
+    if let (Some(challenge), Some(scope)) = (&mut challenge, scope) {
+        challenge.push_str(&format!(", scope=\"{scope}\""));
+    }
 
     let body = serde_json::json!({ "error": code, "error_description": description });
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
@@ -444,6 +476,24 @@ mod tests {
             "{}",
             challenge(&res)
         );
+    }
+
+    #[test]
+    fn a_route_that_requires_scopes_names_them_in_every_challenge() {
+        let renderer = ErrorRenderer::new("api".into(), None);
+        let required = Scopes::parse("me items").unwrap();
+        let res = renderer.render_for_scopes(&AuthError::MissingCredentials, &required);
+        assert_eq!(challenge(&res), "Bearer realm=\"api\", scope=\"items me\"");
+        let res = renderer
+            .render_for_scopes(&AuthError::InvalidToken(TokenRejection::Expired), &required);
+        assert_eq!(
+            challenge(&res),
+            "Bearer realm=\"api\", error=\"invalid_token\", error_description=\"the access token expired\", scope=\"items me\""
+        );
+        let res = renderer.render_for_scopes(&AuthError::MissingCredentials, &Scopes::none());
+        assert_eq!(challenge(&res), "Bearer realm=\"api\"");
+        let res = renderer.render_for_scopes(&AuthError::Origin(OriginRejection::Null), &required);
+        assert!(res.headers().get(WWW_AUTHENTICATE).is_none());
     }
 
     #[test]

@@ -1,12 +1,57 @@
 //! Guards: tower layers that run after [`AuthLayer`](crate::AuthLayer) and
 //! check what it found — [`RequireScopes`] (every listed scope, else 403
 //! `insufficient_scope`; 401 for an anonymous request, which is never given
-//! a 403) and [`RateLimitLayer`] (a per-subject request rate, else 429).
+//! a 403, and the optional layer's recorded refusal for a request whose
+//! credentials it refused) and [`RateLimitLayer`] (a per-subject request
+//! rate, else 429; anonymous and refused requests are not limited: it is
+//! for identified subjects, and a route that needs one asks for it).
 //!
 //! Build them from the [`Authenticator`] —
 //! [`require_scopes`](Authenticator::require_scopes) and
 //! [`limit_rate`](Authenticator::limit_rate) — so their rejections are
-//! rendered like every other rejection.
+//! rendered like every other rejection. Every challenge [`RequireScopes`]
+//! sends names its scopes (`Bearer realm="…", scope="me"`; see
+//! [`error`](crate::error)).
+//!
+//! # They need `AuthLayer` in front of them
+//!
+//! A guard reads what the layer found; it does not authenticate. Mounted
+//! without an [`AuthLayer`](crate::AuthLayer) around it — say in an app
+//! whose handlers take the `Authenticated` extractor with the
+//! [`Authenticator`] as router state, and no layer — it has nothing to
+//! check, and it fails closed: every request gets a 500 whose body says
+//! `… needs AuthLayer in front of it: add .layer(AuthLayer::optional(auth))
+//! around the routes`, and the same text is logged at `error` level
+//! (decision 17). Never a pass-through, never a 401 that would blame the
+//! client's valid token.
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use tower_auth::{AuthLayer, Authenticator, SimpleUser};
+//!
+//! async fn purge() -> &'static str { "purged" }
+//!
+//! fn app(auth: Authenticator<SimpleUser>) -> Router {
+//!     Router::new()
+//!         .route("/admin/purge", get(purge).route_layer(auth.require_scopes(["admin"]).unwrap()))
+//!         // The guard's layer: without it, /admin/purge answers 500.
+//!         .layer(AuthLayer::optional(auth))
+//! }
+//! ```
+//!
+//! Why a runtime check rather than a type error: tower and axum compose
+//! layers through `Layer<S>` and `Router::layer`/`route_layer`, which carry
+//! no record of what wraps a service, so a guard cannot require at compile
+//! time that an `AuthLayer` is outside it (a typed router would be a
+//! framework of its own). A guard that authenticated by itself when the
+//! layer is missing would hide a second authentication path with its own
+//! renewals. So the mistake is made loud instead: the first request to the
+//! route shows it, with the fix in the log and the body, and a test of the
+//! route catches it.
+//!
+//! Like the layer, the guards let a CORS preflight through
+//! ([`is_cors_preflight`]); any other `OPTIONS` is checked like every other
+//! method.
 
 use std::task::{Context, Poll};
 
@@ -20,6 +65,7 @@ use crate::authenticator::Authenticator;
 use crate::error::{AuthError, ErrorRenderer};
 use crate::layer::{EitherFuture, LayerContext};
 use crate::limit::RateLimit;
+use crate::origin::is_cors_preflight;
 use crate::scope::{InvalidScope, Scopes};
 use crate::token::ExtraClaims;
 use crate::user::AuthUser;
@@ -49,7 +95,8 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
 
 /// A tower layer that requires every listed scope; see the
 /// [module docs](self). Place it inside (after) an
-/// [`AuthLayer`](crate::AuthLayer).
+/// [`AuthLayer`](crate::AuthLayer): without one it answers every request
+/// with 500 ([why](self#they-need-authlayer-in-front-of-them)).
 ///
 /// ```
 /// # use tower_auth::{Authenticator, MemoryUserStore, TokenCodec, Key, SimpleUser};
@@ -79,15 +126,15 @@ impl RequireScopes {
 /// missing.
 pub(crate) fn check_scopes(required: &Scopes, granted: Option<&Scopes>) -> Result<(), AuthError> {
     let granted = granted.ok_or_else(|| AuthError::MissingCredentials)?;
-    let missing = granted.missing(required);
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(AuthError::InsufficientScope {
-            required: required.clone(),
-            missing,
-        })
+    // The usual case allocates nothing; only a refusal collects what is
+    // missing.
+    if required.is_subset(granted) {
+        return Ok(());
     }
+    Err(AuthError::InsufficientScope {
+        required: required.clone(),
+        missing: granted.missing(required),
+    })
 }
 
 impl<S> Layer<S> for RequireScopes {
@@ -121,24 +168,45 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        if req.method() == http::Method::OPTIONS {
+        if is_cors_preflight(req.method(), req.headers()) {
             return EitherFuture::inner(self.inner.call(req));
         }
-        let granted = req
-            .extensions()
-            .get::<LayerContext>()
-            .and_then(LayerContext::scopes);
-        match self.requirement.check(granted) {
+        let RequireScopes { required, renderer } = &self.requirement;
+        let Some(context) = req.extensions().get::<LayerContext>() else {
+            return EitherFuture::rejected(without_layer(renderer, REQUIRE_SCOPES_WITHOUT_LAYER));
+        };
+        let verdict = match context.scopes() {
+            Ok(granted) => check_scopes(required, Some(granted)),
+            // Anonymous, or the refusal the optional layer recorded.
+            Err(no_identity) => {
+                return EitherFuture::rejected(renderer.render_for_scopes(no_identity, required));
+            }
+        };
+        match verdict {
             Ok(()) => EitherFuture::inner(self.inner.call(req)),
-            Err(err) => EitherFuture::rejected(self.requirement.renderer.render(&err)),
+            Err(err) => EitherFuture::rejected(renderer.render_for_scopes(&err, required)),
         }
     }
+}
+
+const REQUIRE_SCOPES_WITHOUT_LAYER: &str = "RequireScopes needs AuthLayer in front of it: \
+     add .layer(AuthLayer::optional(auth)) around the routes";
+
+const RATE_LIMIT_WITHOUT_LAYER: &str = "RateLimitLayer needs AuthLayer in front of it: \
+     add .layer(AuthLayer::optional(auth)) around the routes";
+
+/// The answer of a guard that finds no [`AuthLayer`](crate::AuthLayer) in
+/// front of it: a programming error, said plainly in the log and the body.
+fn without_layer(renderer: &ErrorRenderer, message: &'static str) -> Response<Full<Bytes>> {
+    tracing::error!("{message}");
+    renderer.render(&AuthError::Internal(message))
 }
 
 /// A tower layer limiting each subject's request rate; see the
 /// [module docs](self). Build it with
 /// [`Authenticator::limit_rate`](crate::Authenticator::limit_rate) and put it
-/// inside an [`AuthLayer`](crate::AuthLayer).
+/// inside an [`AuthLayer`](crate::AuthLayer): without one it answers every
+/// request with 500 ([why](self#they-need-authlayer-in-front-of-them)).
 ///
 /// ```
 /// # use tower_auth::{AuthLayer, Authenticator, SimpleUser};
@@ -192,11 +260,16 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let subject = req
-            .extensions()
-            .get::<LayerContext>()
-            .and_then(LayerContext::subject);
-        let verdict = match subject {
+        if is_cors_preflight(req.method(), req.headers()) {
+            return EitherFuture::inner(self.inner.call(req));
+        }
+        let Some(context) = req.extensions().get::<LayerContext>() else {
+            return EitherFuture::rejected(without_layer(
+                &self.layer.renderer,
+                RATE_LIMIT_WITHOUT_LAYER,
+            ));
+        };
+        let verdict = match context.subject() {
             Some(subject) => self.layer.limit.check(subject).map_err(AuthError::from),
             None => Ok(()),
         };

@@ -7,12 +7,19 @@
 //! # Cookie sessions
 //!
 //! For browser apps, [`session_login_endpoint`] is the same endpoint that
-//! also sets the access token as the session cookie (the
+//! sets the access token as the session cookie instead (the
 //! [`SessionCookie`] of the authenticator's
 //! [`Credentials`](crate::Credentials): `HttpOnly`, `Secure`, `SameSite=Lax`,
-//! `Path=/`, `Max-Age` = the token's lifetime) and still returns the JSON,
-//! so a page script can use the token for an `Authorization` header or a
-//! WebSocket subprotocol. [`logout_endpoint`] clears the cookie. Both
+//! `Path=/`, `Max-Age` = the token's lifetime). Its JSON body carries no
+//! token — `{"token_type": "Bearer", "expires_in": …, "scope": …}` — so that
+//! no page script ever holds it (that is what `HttpOnly` is for); an app
+//! whose page must hand the token on (an `Authorization` header, a
+//! WebSocket subprotocol) opts in with
+//! [`SessionCookie::token_in_login_body`], and gives that protection up.
+//! Clients that want a token in hand use [`token_endpoint`]. Like the token
+//! endpoint, it ignores the request's own credentials: a stale cookie or
+//! bearer token never blocks a new login. [`logout_endpoint`] clears the
+//! cookie. Both
 //! responses carry [`Renewal::Skip`], and both refuse (403) a browser request
 //! from a page the [`origin`](crate::origin) guard does not allow (login
 //! CSRF, logout CSRF); a client sending neither `Origin` nor
@@ -33,6 +40,7 @@ use crate::error::AuthError;
 use crate::grant::{GrantError, MAX_FORM_LEN, PasswordGrant, TokenResponse, is_form_content_type};
 use crate::password::PasswordError;
 use crate::refresh::Renewal;
+use crate::scope::Scopes;
 use crate::token::ExtraClaims;
 use crate::user::AuthUser;
 
@@ -151,8 +159,10 @@ where
     response
 }
 
-/// [`token_endpoint`] for browsers: on success the token is also set as the
-/// session cookie (`Max-Age` = the token's lifetime); see
+/// [`token_endpoint`] for browsers: on success the token is set as the
+/// session cookie (`Max-Age` = the token's lifetime) and the body says
+/// `token_type`, `expires_in` and `scope` — the token itself only with
+/// [`SessionCookie::token_in_login_body`]; see
 /// [cookie sessions](self#cookie-sessions). Errors are the token endpoint's,
 /// plus 403 [`AuthError::Origin`] for a foreign page, and 500 when the
 /// authenticator's [`Credentials`](crate::Credentials) have no cookie source
@@ -177,7 +187,11 @@ where
             .map(|token| {
                 let max_age = Duration::from_secs(token.expires_in);
                 let set_cookie = cookie.set_cookie(&token.access_token, max_age);
-                let mut response = token.into_response();
+                let mut response = if cookie.login_body_has_token() {
+                    token.into_response()
+                } else {
+                    session_response(token)
+                };
                 response.headers_mut().append(SET_COOKIE, set_cookie);
                 response
             }),
@@ -186,6 +200,28 @@ where
     let mut response = result.unwrap_or_else(|err| auth.error_response(&err));
     response.extensions_mut().insert(Renewal::Skip);
     response
+}
+
+/// The token response without its token, for a session login: what a page
+/// script may know about the session it holds by cookie.
+fn session_response(token: TokenResponse) -> Response<Full<Bytes>> {
+    #[derive(serde::Serialize)]
+    struct SessionBody<'a> {
+        token_type: &'a str,
+        expires_in: u64,
+        #[serde(skip_serializing_if = "Scopes::is_empty")]
+        scope: &'a Scopes,
+    }
+    let body = SessionBody {
+        token_type: token.token_type,
+        expires_in: token.expires_in,
+        scope: &token.scope,
+    };
+    // Serializing strings and a number into JSON cannot fail.
+    let body = serde_json::to_vec(&body).unwrap_or_default();
+    // The headers of a token response (`no-store`, ...), another body.
+    let (parts, _) = token.into_response().into_parts();
+    Response::from_parts(parts, Full::new(Bytes::from(body)))
 }
 
 /// Logout for cookie sessions: `204 No Content` with a `Set-Cookie` that

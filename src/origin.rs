@@ -206,6 +206,34 @@ fn single_header<'a>(parts: &'a Parts, name: &HeaderName) -> Header<'a> {
     }
 }
 
+/// Whether a request is a CORS preflight (Fetch standard, "CORS-preflight
+/// request"): `OPTIONS` with both `Origin` and
+/// `Access-Control-Request-Method`. Browsers never attach credentials to a
+/// preflight, so it is the one request the
+/// [`AuthLayer`](crate::AuthLayer) and the guards let through
+/// unauthenticated (decision 14); any other `OPTIONS` is authenticated like
+/// every other method, since a handler may well run for it.
+///
+/// ```
+/// use http::{Method, Request};
+/// use tower_auth::origin::is_cors_preflight;
+///
+/// let preflight = Request::builder()
+///     .method(Method::OPTIONS)
+///     .header("origin", "https://app.example.com")
+///     .header("access-control-request-method", "DELETE")
+///     .body(())
+///     .unwrap();
+/// assert!(is_cors_preflight(preflight.method(), preflight.headers()));
+/// let bare = Request::builder().method(Method::OPTIONS).body(()).unwrap();
+/// assert!(!is_cors_preflight(bare.method(), bare.headers()));
+/// ```
+pub fn is_cors_preflight(method: &Method, headers: &http::HeaderMap) -> bool {
+    method == Method::OPTIONS
+        && headers.contains_key(ORIGIN)
+        && headers.contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+}
+
 /// RFC 9110 §9.2.1 safe methods.
 fn is_safe(method: &Method) -> bool {
     matches!(

@@ -19,6 +19,12 @@
 //! - Now is before `exp` and not before `nbf`, give or take the configured
 //!   leeway, which is **0 s by default** (jsonwebtoken's own default is 60 s).
 //!   Set [`TokenCodecBuilder::leeway`] when tokens cross machines.
+//! - `iat` and `auth_time`, when present, are not in the future (beyond the
+//!   same leeway), and `auth_time` is not after `iat`: sliding expiry counts
+//!   the absolute lifetime from them, so a token that claims a login in
+//!   2036 would otherwise be renewed until then
+//!   ([`TokenRejection::IssuedInFuture`],
+//!   [`TokenRejection::AuthTimeAfterIssue`]).
 //! - When an issuer or audience is configured, `iss` / `aud` must be present
 //!   and match. A token carrying `aud` is refused by a codec configured with
 //!   no audience (RFC 7519 §4.1.3).
@@ -76,6 +82,14 @@ pub enum TokenRejection {
     Expired,
     /// `nbf` is in the future.
     NotYetValid,
+    /// `iat` or `auth_time` lies in the future, beyond the leeway: no token
+    /// this server would issue says it was issued, or its user logged in,
+    /// later than now (a token minted with a key that is still trusted
+    /// could otherwise push its absolute lifetime out by years).
+    IssuedInFuture,
+    /// `auth_time` is later than `iat`: the user cannot have logged in after
+    /// the token was issued.
+    AuthTimeAfterIssue,
     /// `iss` is missing or not the configured issuer.
     WrongIssuer,
     /// `aud` is missing or names none of the configured audiences.
@@ -104,6 +118,8 @@ impl TokenRejection {
             Self::WrongType => "wrong_type",
             Self::Expired => "expired",
             Self::NotYetValid => "not_yet_valid",
+            Self::IssuedInFuture => "issued_in_future",
+            Self::AuthTimeAfterIssue => "auth_time_after_iat",
             Self::WrongIssuer => "wrong_issuer",
             Self::WrongAudience => "wrong_audience",
             Self::ConflictingScopes => "conflicting_scopes",
@@ -654,6 +670,17 @@ impl TokenCodec {
         {
             return Err(TokenRejection::NotYetValid);
         }
+        let latest_past = now.saturating_add(leeway);
+        if claims.iat.is_some_and(|iat| iat > latest_past)
+            || claims.auth_time.is_some_and(|at| at > latest_past)
+        {
+            return Err(TokenRejection::IssuedInFuture);
+        }
+        if let (Some(iat), Some(auth_time)) = (claims.iat, claims.auth_time)
+            && auth_time > iat
+        {
+            return Err(TokenRejection::AuthTimeAfterIssue);
+        }
         if let Some(issuer) = &self.inner.issuer
             && claims.iss.as_ref() != Some(issuer)
         {
@@ -763,6 +790,40 @@ mod tests {
         assert_eq!(
             codec.verify_at::<()>(&token, 1000).unwrap_err(),
             TokenRejection::Expired
+        );
+    }
+
+    #[test]
+    fn time_claims_from_the_future_are_refused() {
+        let codec = codec();
+        let at = |iat: u64, auth_time: u64| {
+            let payload = serde_json::json!({
+                "sub": "u", "exp": 10_000, "iat": iat, "auth_time": auth_time,
+            });
+            codec.verify_at::<()>(&sign_raw(&at_header(), &payload), 1000)
+        };
+        assert!(at(1000, 1000).is_ok(), "issued and logged in now");
+        assert!(at(900, 500).is_ok());
+        assert_eq!(at(1001, 500).unwrap_err(), TokenRejection::IssuedInFuture);
+        assert_eq!(at(900, 1001).unwrap_err(), TokenRejection::IssuedInFuture);
+        assert_eq!(
+            at(900, 901).unwrap_err(),
+            TokenRejection::AuthTimeAfterIssue
+        );
+        let lenient = TokenCodec::builder(Key::hs256(SECRET).unwrap())
+            .leeway(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let payload =
+            serde_json::json!({"sub": "u", "exp": 10_000, "iat": 1030, "auth_time": 1030});
+        let token = sign_raw(&at_header(), &payload);
+        assert!(
+            lenient.verify_at::<()>(&token, 1000).is_ok(),
+            "within leeway"
+        );
+        assert_eq!(
+            lenient.verify_at::<()>(&token, 999).unwrap_err(),
+            TokenRejection::IssuedInFuture
         );
     }
 

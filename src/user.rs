@@ -46,7 +46,13 @@ pub trait AuthUser: Send + Sync + 'static {
         true
     }
 
-    /// The scopes the login endpoint may grant this user. Defaults to none.
+    /// The scopes the login endpoint may grant this user, and the most a
+    /// token of theirs may use: on every request the scopes in effect are
+    /// the token's scopes that this still lists (see
+    /// [the scopes in effect](crate::scope#the-scopes-in-effect-for-a-request)).
+    /// Called on every request whose token carries scopes: return a clone of
+    /// a stored [`Scopes`] (one `Arc`), not a freshly parsed one. Defaults
+    /// to none.
     fn allowed_scopes(&self) -> Scopes {
         Scopes::none()
     }

@@ -27,7 +27,8 @@ async fn handle(
         Err(err) => return Ok(auth.error_response(&err)),
     };
     let mut response = Response::new(Full::new(Bytes::from(identity.claims.sub.clone())));
-    auth.apply_sliding_expiry(&identity.claims, identity.credential, &mut response);
+    auth.apply_sliding_expiry(&identity.claims, identity.credential, &mut response)
+        .await;
     Ok(response)
 }
 
@@ -108,6 +109,7 @@ async fn authenticate_and_error_response_without_tower() {
     // Past half-life: the handler's own call renews it.
     let mut aging = codec.new_claims("johndoe", Scopes::none(), 0, ());
     aging.iat = aging.iat.map(|iat| iat - 40 * 60);
+    aging.auth_time = aging.iat;
     aging.exp -= 40 * 60;
     let aging = codec.issue(&aging).unwrap();
     let renewed = client.get(&base).bearer_auth(&aging).send().await.unwrap();

@@ -6,26 +6,27 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use axum::Router;
+use axum::response::IntoResponse;
 use axum::routing::{get, options};
-use axum::{Extension, Router};
 use common::*;
 use http::StatusCode;
 use tower_auth::{AuthLayer, Authenticated, Credentials, SimpleUser};
 
-/// `/me` counts its calls and answers the username (or `anonymous`).
+/// `/me` counts its calls and answers the username, `anonymous`, or the
+/// layer's refusal (asked as a plain tower service would ask).
 fn counting_app(layer: AuthLayer<SimpleUser>, calls: Arc<AtomicUsize>) -> Router {
     Router::new()
         .route(
             "/me",
-            get(
-                move |identity: Option<Extension<Authenticated<SimpleUser>>>| async move {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    match identity {
-                        Some(Extension(auth)) => auth.user.username.clone(),
-                        None => "anonymous".to_owned(),
-                    }
-                },
-            ),
+            get(move |request: axum::extract::Request| async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                match Authenticated::<SimpleUser>::from_layer(request.extensions()) {
+                    Ok(Some(auth)) => auth.user.username.clone().into_response(),
+                    Ok(None) => "anonymous".into_response(),
+                    Err(refusal) => refusal.into_response(),
+                }
+            }),
         )
         .layer(layer)
 }
@@ -63,7 +64,7 @@ async fn required_layer_rejects_before_the_handler_runs() {
 }
 
 #[tokio::test]
-async fn optional_layer_passes_anonymous_through_and_refuses_bad_tokens() {
+async fn optional_layer_passes_anonymous_through_and_records_bad_tokens() {
     let codec = hs256_codec();
     let auth = authenticator(users("unused"), codec.clone(), Credentials::bearer());
     let calls = Arc::new(AtomicUsize::new(0));
@@ -79,7 +80,8 @@ async fn optional_layer_passes_anonymous_through_and_refuses_bad_tokens() {
     assert_eq!(reply.text(), "johndoe");
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 
-    // A bad token is not "anonymous": 401, and the handler does not run.
+    // A bad token is not "anonymous": the request goes on (decision 6),
+    // and asking for the identity answers 401.
     get_bearer(&base, "/me", "garbage")
         .await
         .assert_invalid_token_because("malformed");
@@ -98,7 +100,11 @@ async fn optional_layer_passes_anonymous_through_and_refuses_bad_tokens() {
     )
     .await
     .assert_invalid_request();
-    assert_eq!(calls.load(Ordering::SeqCst), 2, "the handler ran");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        5,
+        "the handler asked each time"
+    );
 }
 
 #[tokio::test]
@@ -350,13 +356,33 @@ mod extractors {
             let reply = get_bearer(base, "/scoped/items", &both).await;
             assert_eq!(reply.text(), "johndoe items me");
 
-            // Anonymous: 401, never 403.
-            get_anonymous(base, "/scoped/items")
-                .await
-                .assert_no_credentials();
-            get_bearer(base, "/scoped/me", "garbage")
-                .await
-                .assert_invalid_token_because("malformed");
+            // Anonymous: 401, never 403. The extractor's challenges name
+            // its scopes; behind the required layer, the layer answers
+            // first and knows no route's scopes.
+            let scope = |scopes: &str| match base == &servers[0] {
+                true => String::new(),
+                false => format!(", scope=\"{scopes}\""),
+            };
+            let reply = get_anonymous(base, "/scoped/items").await;
+            assert_eq!(reply.status, 401, "{reply:?}");
+            assert_ne!(reply.error(), "invalid_token");
+            reply.assert_reason("missing_credentials");
+            assert_eq!(
+                reply.challenge,
+                Some(format!("Bearer realm=\"{REALM}\"{}", scope("items me")))
+            );
+            let reply = get_bearer(base, "/scoped/me", "garbage").await;
+            assert_eq!(reply.status, 401, "{reply:?}");
+            reply.assert_error_body("invalid_token");
+            reply.assert_reason("malformed");
+            assert_eq!(
+                reply.challenge,
+                Some(format!(
+                    "{}{}",
+                    challenge("invalid_token", reply.description()),
+                    scope("me")
+                ))
+            );
         }
     }
 

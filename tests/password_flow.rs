@@ -479,3 +479,80 @@ async fn a_short_token_lifetime_renews_past_half_life() {
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response.headers().get("x-refreshed-token").is_none());
 }
+
+/// A token for johndoe signed with the example's secret that expired a
+/// minute ago.
+fn expired_token() -> String {
+    let codec = common::codec_builder(tower_auth::Key::hs256(SECRET.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let mut claims = codec.new_claims(
+        "johndoe",
+        tower_auth::Scopes::parse("me items").unwrap(),
+        0,
+        (),
+    );
+    let issued = common::now() - 31 * 60;
+    claims.iat = Some(issued);
+    claims.auth_time = Some(issued);
+    claims.exp = issued + 30 * 60;
+    codec.issue(&claims).unwrap()
+}
+
+#[tokio::test]
+async fn a_client_that_always_sends_its_expired_token_can_log_in_again() {
+    let server = start(Some(SECRET));
+    let stale = expired_token();
+    let response = client()
+        .post(server.url("/token"))
+        .bearer_auth(&stale)
+        .form(&[("username", "johndoe"), ("password", "secret")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "POST /token");
+    let body: Value = response.json().await.unwrap();
+    let fresh = body["access_token"].as_str().unwrap();
+
+    assert_eq!(
+        get(&server, "/health", Some(&stale)).await.status(),
+        StatusCode::OK
+    );
+    let unknown = get(&server, "/no-such-page", Some(&stale)).await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    assert!(unknown.headers().get(WWW_AUTHENTICATE).is_none());
+
+    let refused = get(&server, "/users/me", Some(&stale)).await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        refused.headers()[WWW_AUTHENTICATE],
+        r#"Bearer realm="password_flow", error="invalid_token", error_description="the access token expired", scope="me""#
+    );
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_token");
+    assert_eq!(body["error_description"], "the access token expired");
+    assert_eq!(
+        get_json(&server, "/users/me", fresh).await["username"],
+        "johndoe"
+    );
+}
+
+#[tokio::test]
+async fn a_challenge_names_the_scopes_of_the_route_as_fastapi_does() {
+    let server = start(Some(SECRET));
+    for (path, scope) in [("/users/me", "me"), ("/users/me/items", "items me")] {
+        let response = get(&server, path, None).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "GET {path}");
+        assert_eq!(
+            response.headers()[WWW_AUTHENTICATE],
+            format!(r#"Bearer realm="password_flow", scope="{scope}""#).as_str(),
+            "GET {path}"
+        );
+    }
+    // `/status` needs a token but no scope: the bare challenge.
+    let response = get(&server, "/status", None).await;
+    assert_eq!(
+        response.headers()[WWW_AUTHENTICATE],
+        r#"Bearer realm="password_flow""#
+    );
+}

@@ -231,12 +231,18 @@ async fn missing_scope_is_403_insufficient_scope_naming_the_required_scopes() {
 async fn anonymous_request_on_a_scope_protected_route_is_401_not_403() {
     let codec = hs256_codec();
     let auth = authenticator(users("unused"), codec, Credentials::bearer());
-    // Optional layer: the anonymous request reaches the scope check.
+    // Optional layer: the anonymous request reaches the scope check, whose
+    // challenge names the route's scopes.
     let base = serve(scoped_app(auth.clone(), AuthLayer::optional(auth.clone()))).await;
-    for path in ["/items", "/me"] {
+    for (path, scope) in [("/items", "items me"), ("/me", "me")] {
         let reply = get_anonymous(&base, path).await;
-        reply.assert_no_credentials();
+        assert_eq!(reply.status, 401, "{reply:?}");
+        assert_ne!(reply.error(), "invalid_token");
         reply.assert_reason("missing_credentials");
+        assert_eq!(
+            reply.challenge,
+            Some(format!("Bearer realm=\"{REALM}\", scope=\"{scope}\""))
+        );
     }
     // Required layer: the same answer.
     let base = serve(scoped_app(auth.clone(), AuthLayer::required(auth))).await;

@@ -46,7 +46,8 @@ async fn login_response(server: &Server, user: &str, origin: Option<&str>) -> re
     request.send().await.unwrap()
 }
 
-/// Logs `user` in: (access token, `Set-Cookie` value).
+/// Logs `user` in: (the access token the session cookie holds, the
+/// `Set-Cookie` value). The body holds no token: page scripts never see it.
 async fn login(server: &Server, user: &str) -> (String, String) {
     let response = login_response(server, user, None).await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -55,7 +56,16 @@ async fn login(server: &Server, user: &str) -> (String, String) {
         .unwrap()
         .to_owned();
     let body: Value = response.json().await.unwrap();
-    (body["access_token"].as_str().unwrap().to_owned(), cookie)
+    assert!(body.get("access_token").is_none(), "{body}");
+    assert_eq!(body["token_type"], "Bearer", "{body}");
+    let token = cookie
+        .split(';')
+        .next()
+        .and_then(|pair| pair.split_once('='))
+        .map(|(_, value)| value.to_owned())
+        .expect("the session cookie");
+    assert!(token.starts_with("ey"), "{cookie}");
+    (token, cookie)
 }
 
 /// Opens `path` with extra handshake headers: the socket and the 101's
@@ -254,6 +264,32 @@ async fn cookie_login_sets_the_session_cookie_and_logout_clears_it() {
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "invalid_origin");
+}
+
+#[tokio::test]
+async fn tools_get_a_token_from_the_token_endpoint_and_logout_everywhere_renews_nothing() {
+    let server = start(&[]);
+    let response = client()
+        .post(server.url("/token"))
+        .form(&[("username", "full"), ("password", "full-pass")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers().get("set-cookie").is_none());
+    let body: Value = response.json().await.unwrap();
+    let token = body["access_token"].as_str().expect("a token").to_owned();
+    let mut socket = opened(&server, &format!("/ws/lobby?token={token}"), &[]).await;
+    say(&mut socket, "hello from a tool").await;
+    let response = client()
+        .post(server.url("/logout-everywhere"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert!(response.headers().get("x-refreshed-token").is_none());
+    assert!(response.headers().get("set-cookie").is_none());
 }
 
 #[tokio::test]
