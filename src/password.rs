@@ -17,6 +17,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
@@ -129,8 +130,10 @@ impl PasswordHasherBuilder {
                 params,
                 ceiling: self.ceiling,
                 permits: Semaphore::new(permits),
+                max_concurrency: permits,
                 max_password_len: self.max_password_len,
                 dummy_hash: OnceCell::new(),
+                jobs: JobGauge::default(),
             }),
         })
     }
@@ -148,8 +151,51 @@ struct Inner {
     params: Params,
     ceiling: ParamCeiling,
     permits: Semaphore,
+    max_concurrency: usize,
     max_password_len: usize,
     dummy_hash: OnceCell<String>,
+    jobs: JobGauge,
+}
+
+/// What a [`PasswordHasher`]'s argon2 jobs are doing; see
+/// [`PasswordHasher::stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HasherStats {
+    /// argon2 jobs running now.
+    pub running: usize,
+    /// The most argon2 jobs that ever ran at once.
+    pub peak_running: usize,
+    /// Logins waiting for a permit now.
+    pub queued: usize,
+    /// The cap on `running` ([`PasswordHasherBuilder::max_concurrency`]).
+    pub max_concurrency: usize,
+}
+
+/// Counters of the argon2 jobs, kept by the jobs themselves.
+#[derive(Default)]
+struct JobGauge {
+    running: AtomicUsize,
+    peak_running: AtomicUsize,
+    queued: AtomicUsize,
+}
+
+/// Counts one argon2 job as running for as long as it lives, on its
+/// blocking thread: dropped when the job returns or panics.
+struct RunningJob<'a>(&'a JobGauge);
+
+impl<'a> RunningJob<'a> {
+    fn start(gauge: &'a JobGauge) -> Self {
+        let now = gauge.running.fetch_add(1, Ordering::SeqCst) + 1;
+        gauge.peak_running.fetch_max(now, Ordering::SeqCst);
+        RunningJob(gauge)
+    }
+}
+
+impl Drop for RunningJob<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Hashes and verifies passwords; cheap to clone. See the
@@ -253,6 +299,18 @@ impl PasswordHasher {
         }
     }
 
+    /// A snapshot of the argon2 jobs: running now, the most that ever ran at
+    /// once, waiting for a permit.
+    pub fn stats(&self) -> HasherStats {
+        let jobs = &self.inner.jobs;
+        HasherStats {
+            running: jobs.running.load(Ordering::SeqCst),
+            peak_running: jobs.peak_running.load(Ordering::SeqCst),
+            queued: jobs.queued.load(Ordering::SeqCst),
+            max_concurrency: self.inner.max_concurrency,
+        }
+    }
+
     /// Whether a stored hash should be replaced by a fresh one: another
     /// algorithm or version, other parameters, or not a PHC string at all.
     pub fn needs_rehash(&self, stored: &str) -> bool {
@@ -301,9 +359,13 @@ impl PasswordHasher {
             .acquire()
             .await
             .map_err(|_| PasswordError::Hashing)?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|_| PasswordError::Hashing)?
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let _running = RunningJob::start(&inner.jobs);
+            work()
+        })
+        .await
+        .map_err(|_| PasswordError::Hashing)?
     }
 }
 
