@@ -10,6 +10,7 @@
 //! | [`Origin`](AuthError::Origin) (cookie from a foreign page) | 403 | — | `invalid_origin` |
 //! | [`LimitExceeded`](AuthError::LimitExceeded) | 429 (+ `Retry-After` for rates) | — | `too_many_requests` |
 //! | [`UserStore`](AuthError::UserStore) | 503 | — | `temporarily_unavailable` |
+//! | [`Password`](AuthError::Password) `Busy` (argon2 queue full) | 503 + `Retry-After` | — | `temporarily_unavailable` |
 //! | [`Internal`](AuthError::Internal) | 500 | — | `server_error` |
 //! | [`Grant`](AuthError::Grant) (token endpoint, RFC 6749 §5.2) | 400 / 413 / 415 | — | the §5.2 code |
 //!
@@ -38,6 +39,7 @@ use crate::credentials::CredentialsRejection;
 use crate::grant::GrantError;
 use crate::limit::LimitExceeded;
 use crate::origin::OriginRejection;
+use crate::password::PasswordError;
 use crate::scope::Scopes;
 use crate::token::{SigningError, TokenRejection};
 use crate::user::BoxError;
@@ -76,6 +78,11 @@ pub enum AuthError {
     /// The application's user store failed; the source is logged, never sent.
     #[error("user store failed")]
     UserStore(#[source] BoxError),
+    /// The password hasher could not answer: its queue is full
+    /// ([`PasswordError::Busy`], 503 with `Retry-After`) or argon2 failed
+    /// (500).
+    #[error("password hashing: {0}")]
+    Password(PasswordError),
     /// A server-side fault, such as an extractor used without its layer.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -111,6 +118,12 @@ impl From<OriginRejection> for AuthError {
 impl From<LimitExceeded> for AuthError {
     fn from(exceeded: LimitExceeded) -> Self {
         AuthError::LimitExceeded(exceeded)
+    }
+}
+
+impl From<PasswordError> for AuthError {
+    fn from(err: PasswordError) -> Self {
+        AuthError::Password(err)
     }
 }
 
@@ -231,6 +244,11 @@ fn default_response(error: &AuthError, realm: &str) -> Response<ErrorBody> {
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         headers.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
     }
+    if let AuthError::Password(err) = error
+        && let Some(wait) = err.retry_after()
+    {
+        headers.insert(RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)));
+    }
     response
 }
 
@@ -267,6 +285,16 @@ fn status_code_description(error: &AuthError) -> (StatusCode, &'static str, Stri
             S::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",
             "the user store is unavailable".into(),
+        ),
+        AuthError::Password(PasswordError::Busy) => (
+            S::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "too many logins at once; try again shortly".into(),
+        ),
+        AuthError::Password(_) => (
+            S::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "password hashing failed".into(),
         ),
         AuthError::Internal(what) => (S::INTERNAL_SERVER_ERROR, "server_error", (*what).into()),
         AuthError::Grant(grant) => match grant {
@@ -373,6 +401,17 @@ mod tests {
         assert_eq!(res.headers()[RETRY_AFTER], "6");
         let res = render(&AuthError::LimitExceeded(LimitExceeded::Connections));
         assert_eq!(res.status(), 429);
+        assert!(res.headers().get(RETRY_AFTER).is_none());
+    }
+
+    #[test]
+    fn a_busy_hasher_is_503_with_retry_after() {
+        let res = render(&AuthError::Password(PasswordError::Busy));
+        assert_eq!(res.status(), 503);
+        assert_eq!(res.headers()[RETRY_AFTER], "1");
+        assert!(res.headers().get(WWW_AUTHENTICATE).is_none());
+        let res = render(&AuthError::Password(PasswordError::Hashing));
+        assert_eq!(res.status(), 500);
         assert!(res.headers().get(RETRY_AFTER).is_none());
     }
 

@@ -56,7 +56,7 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
                 AuthError::UserStore(err)
             })?;
         let Some((user, stored)) = user.as_ref().and_then(|u| Some((u, u.password_hash()?))) else {
-            passwords.verify_unknown_user(&grant.password).await;
+            passwords.verify_unknown_user(&grant.password).await?;
             tracing::info!(
                 outcome = "invalid_grant",
                 reason = "unknown_user",
@@ -67,6 +67,9 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
         let matches = match passwords.verify(&grant.password, stored).await {
             Ok(matches) => matches,
             Err(PasswordError::TooLong) => false,
+            // Too many logins at once: 503, for a known user as for an
+            // unknown one.
+            Err(err @ PasswordError::Busy) => return Err(err.into()),
             Err(err) => {
                 tracing::error!(sub = user.subject(), error = %err, "stored password hash unusable");
                 false

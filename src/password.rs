@@ -14,20 +14,43 @@
 //!   costs as much as "wrong password".
 //! - Passwords longer than [`max_password_len`](PasswordHasherBuilder::max_password_len)
 //!   (default 1024 bytes) are refused before any hashing.
+//!
+//! # The concurrency cap and the queue
+//!
+//! Each argon2 job owns its permit: the permit moves into the blocking
+//! closure and is released when argon2 returns (or panics), never when the
+//! request that asked goes away. A client that hangs up mid-login cannot
+//! free a permit while its argon2 job still runs, so at most
+//! [`max_concurrency`](PasswordHasherBuilder::max_concurrency) jobs (and
+//! their memory, `m_cost` KiB each) run at once, whatever clients do.
+//!
+//! In front of the permits waits a bounded queue
+//! ([`max_queue`](PasswordHasherBuilder::max_queue), default
+//! [`DEFAULT_QUEUE_PER_PERMIT`] per permit): a hash or verification that
+//! finds it full is refused at once with [`PasswordError::Busy`], which the
+//! token endpoint answers with 503 `temporarily_unavailable` and
+//! `Retry-After: 1`. A waiter whose client hangs up leaves the queue.
+//! [`PasswordHasher::stats`] shows the jobs running, the most that ever ran
+//! at once, and the waiters.
 
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
 use argon2::{Algorithm, Argon2, Params, Version};
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::ConfigError;
 
 /// The default cap on a password's length, in bytes.
 pub const DEFAULT_MAX_PASSWORD_LEN: usize = 1024;
+
+/// How many hashes may wait per permit unless told otherwise; see
+/// [`PasswordHasherBuilder::max_queue`].
+pub const DEFAULT_QUEUE_PER_PERMIT: usize = 8;
 
 /// Why hashing or verifying did not give an answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,6 +68,21 @@ pub enum PasswordError {
     /// argon2 itself failed, or its worker thread did.
     #[error("password hashing failed")]
     Hashing,
+    /// Every permit is taken and the queue in front of them is full: try
+    /// again after [`retry_after`](Self::retry_after). Nothing ran.
+    #[error("too many password hashes at once")]
+    Busy,
+}
+
+impl PasswordError {
+    /// How long to wait before trying again, when waiting helps
+    /// ([`Busy`](Self::Busy): one second, several argon2 jobs' time).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Busy => Some(Duration::from_secs(1)),
+            _ => None,
+        }
+    }
 }
 
 /// The largest argon2 parameters a stored hash may ask for.
@@ -79,6 +117,7 @@ pub struct PasswordHasherBuilder {
     p_cost: u32,
     ceiling: ParamCeiling,
     max_concurrency: Option<usize>,
+    max_queue: Option<usize>,
     max_password_len: usize,
 }
 
@@ -99,6 +138,15 @@ impl PasswordHasherBuilder {
     /// How many hashes may run at once. Default: the number of cores.
     pub fn max_concurrency(mut self, permits: usize) -> Self {
         self.max_concurrency = Some(permits);
+        self
+    }
+
+    /// How many hashes may wait for a permit; one more is refused at once
+    /// with [`PasswordError::Busy`] (`0`: whatever finds every permit taken
+    /// is refused). Default: [`DEFAULT_QUEUE_PER_PERMIT`] per permit, a wait
+    /// of at most about that many argon2 jobs' time.
+    pub fn max_queue(mut self, waiting: usize) -> Self {
+        self.max_queue = Some(waiting);
         self
     }
 
@@ -125,12 +173,23 @@ impl PasswordHasherBuilder {
                 "concurrency and password length must be positive",
             ));
         }
+        let max_queue = self
+            .max_queue
+            .unwrap_or(permits.saturating_mul(DEFAULT_QUEUE_PER_PERMIT));
+        let places = permits
+            .checked_add(max_queue)
+            .filter(|&places| places <= Semaphore::MAX_PERMITS)
+            .ok_or(ConfigError::Password(
+                "the password hashing queue is too long",
+            ))?;
         Ok(PasswordHasher {
             inner: Arc::new(Inner {
                 params,
                 ceiling: self.ceiling,
-                permits: Semaphore::new(permits),
+                permits: Arc::new(Semaphore::new(permits)),
+                places: Arc::new(Semaphore::new(places)),
                 max_concurrency: permits,
+                max_queue,
                 max_password_len: self.max_password_len,
                 dummy_hash: OnceCell::new(),
                 jobs: JobGauge::default(),
@@ -150,8 +209,13 @@ impl ParamCeiling {
 struct Inner {
     params: Params,
     ceiling: ParamCeiling,
-    permits: Semaphore,
+    /// One per argon2 job allowed to run; each job owns its permit until
+    /// argon2 returns.
+    permits: Arc<Semaphore>,
+    /// Permits plus queue: a hash that finds none left is refused at once.
+    places: Arc<Semaphore>,
     max_concurrency: usize,
+    max_queue: usize,
     max_password_len: usize,
     dummy_hash: OnceCell<String>,
     jobs: JobGauge,
@@ -170,6 +234,8 @@ pub struct HasherStats {
     pub queued: usize,
     /// The cap on `running` ([`PasswordHasherBuilder::max_concurrency`]).
     pub max_concurrency: usize,
+    /// The cap on `queued` ([`PasswordHasherBuilder::max_queue`]).
+    pub max_queue: usize,
 }
 
 /// Counters of the argon2 jobs, kept by the jobs themselves.
@@ -180,21 +246,52 @@ struct JobGauge {
     queued: AtomicUsize,
 }
 
-/// Counts one argon2 job as running for as long as it lives, on its
-/// blocking thread: dropped when the job returns or panics.
-struct RunningJob<'a>(&'a JobGauge);
+/// One argon2 job on its blocking thread: counted as running, owning its
+/// permit and its place, for as long as it lives. Dropped when argon2
+/// returns or panics; the count goes down before the permit is released
+/// (fields drop after `drop`), so `running` never exceeds the permits.
+struct RunningJob<'a> {
+    gauge: &'a JobGauge,
+    _permit: OwnedSemaphorePermit,
+    _place: OwnedSemaphorePermit,
+}
 
 impl<'a> RunningJob<'a> {
-    fn start(gauge: &'a JobGauge) -> Self {
+    fn start(
+        gauge: &'a JobGauge,
+        permit: OwnedSemaphorePermit,
+        place: OwnedSemaphorePermit,
+    ) -> Self {
         let now = gauge.running.fetch_add(1, Ordering::SeqCst) + 1;
         gauge.peak_running.fetch_max(now, Ordering::SeqCst);
-        RunningJob(gauge)
+        RunningJob {
+            gauge,
+            _permit: permit,
+            _place: place,
+        }
     }
 }
 
 impl Drop for RunningJob<'_> {
     fn drop(&mut self) {
-        self.0.running.fetch_sub(1, Ordering::SeqCst);
+        self.gauge.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Counts a hash waiting for its permit; dropped when it gets one, or when
+/// its caller goes away.
+struct Waiting<'a>(&'a JobGauge);
+
+impl<'a> Waiting<'a> {
+    fn start(gauge: &'a JobGauge) -> Self {
+        gauge.queued.fetch_add(1, Ordering::SeqCst);
+        Waiting(gauge)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -252,6 +349,7 @@ impl PasswordHasher {
             p_cost: Params::DEFAULT_P_COST,
             ceiling: ParamCeiling::default(),
             max_concurrency: None,
+            max_queue: None,
             max_password_len: DEFAULT_MAX_PASSWORD_LEN,
         }
     }
@@ -286,16 +384,19 @@ impl PasswordHasher {
     }
 
     /// Spends what a real verification costs, for a login whose user does
-    /// not exist (or has no password), and returns nothing: the caller
-    /// answers as for a wrong password.
-    pub async fn verify_unknown_user(&self, password: &str) {
+    /// not exist (or has no password): the caller answers as for a wrong
+    /// password. Fails only as the hasher does when it is
+    /// [`Busy`](PasswordError::Busy) (a wrong password would be refused the
+    /// same way) or broken.
+    pub async fn verify_unknown_user(&self, password: &str) -> Result<(), PasswordError> {
         let dummy = self
             .inner
             .dummy_hash
             .get_or_try_init(|| self.hash("tower-auth dummy password"))
-            .await;
-        if let Ok(dummy) = dummy {
-            let _ = self.verify(password, dummy).await;
+            .await?;
+        match self.verify(password, dummy).await {
+            Ok(_) | Err(PasswordError::TooLong) => Ok(()),
+            Err(err) => Err(err),
         }
     }
 
@@ -308,6 +409,7 @@ impl PasswordHasher {
             peak_running: jobs.peak_running.load(Ordering::SeqCst),
             queued: jobs.queued.load(Ordering::SeqCst),
             max_concurrency: self.inner.max_concurrency,
+            max_queue: self.inner.max_queue,
         }
     }
 
@@ -348,20 +450,28 @@ impl PasswordHasher {
         Ok(hash)
     }
 
+    /// Runs `work` (argon2) on a blocking thread once a permit is free;
+    /// [`Busy`](PasswordError::Busy) at once when the queue is full. The
+    /// permit and the place move into the blocking job, so dropping this
+    /// future (a client hanging up) frees them only when argon2 is done.
     async fn run_blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> Result<T, PasswordError> + Send + 'static,
     ) -> Result<T, PasswordError> {
-        // The semaphore is never closed, so acquiring only waits.
-        let _permit = self
-            .inner
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| PasswordError::Hashing)?;
+        let place = Arc::clone(&self.inner.places)
+            .try_acquire_owned()
+            .map_err(|_| PasswordError::Busy)?;
+        let permit = {
+            let _waiting = Waiting::start(&self.inner.jobs);
+            // The semaphore is never closed, so acquiring only waits.
+            Arc::clone(&self.inner.permits)
+                .acquire_owned()
+                .await
+                .map_err(|_| PasswordError::Hashing)?
+        };
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
-            let _running = RunningJob::start(&inner.jobs);
+            let _job = RunningJob::start(&inner.jobs, permit, place);
             work()
         })
         .await
@@ -433,6 +543,36 @@ mod tests {
         assert!(
             PasswordHasher::builder()
                 .max_concurrency(0)
+                .build()
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_gives_back_its_permit_and_its_count() {
+        let hasher = PasswordHasher::builder()
+            .max_concurrency(1)
+            .max_queue(0)
+            .build()
+            .unwrap();
+        let result: Result<(), _> = hasher.run_blocking(|| panic!("argon2 blew up")).await;
+        assert_eq!(result, Err(PasswordError::Hashing));
+        let stats = hasher.stats();
+        assert_eq!((stats.running, stats.peak_running, stats.queued), (0, 1, 0));
+        // The only permit is free again: a hash runs, not Busy.
+        assert!(hasher.hash("pw").await.is_ok());
+    }
+
+    #[test]
+    fn the_queue_defaults_to_eight_per_permit_and_is_checked() {
+        let hasher = PasswordHasher::builder()
+            .max_concurrency(3)
+            .build()
+            .unwrap();
+        assert_eq!(hasher.stats().max_queue, 3 * DEFAULT_QUEUE_PER_PERMIT);
+        assert!(
+            PasswordHasher::builder()
+                .max_queue(usize::MAX)
                 .build()
                 .is_err()
         );
