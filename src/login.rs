@@ -18,6 +18,7 @@
 //! CSRF, logout CSRF); a client sending neither `Origin` nor
 //! `Sec-Fetch-Site` (`curl`) is served.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -42,10 +43,35 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
     /// The OAuth2 password grant: checks the password (off the async
     /// workers), grants the requested scopes the user holds (all of them
     /// when none are requested; `invalid_scope` when the user holds none of
-    /// those requested) and issues an access token. Unknown user,
-    /// wrong password and disabled user all give the same
-    /// [`GrantError::InvalidGrant`], at the same cost.
+    /// those requested) and issues an access token.
+    ///
+    /// Unknown user, wrong password, disabled user, user without a
+    /// password, malformed or over-ceiling stored hash all give the same
+    /// [`GrantError::InvalidGrant`], at the same cost: the costliest
+    /// verification's, through a dummy verification and a floor under
+    /// every refusal (see the [`password`](crate::password#timing-every-refused-login-costs-the-same)
+    /// docs).
     pub async fn login(&self, grant: &PasswordGrant) -> Result<TokenResponse, AuthError> {
+        let started = tokio::time::Instant::now();
+        let user = match self.check_password(grant).await {
+            Ok(user) => user,
+            Err(err) => {
+                if matches!(err, AuthError::Grant(GrantError::InvalidGrant)) {
+                    // Not before the costliest recent verification would
+                    // have answered: a cheaper hash must not show.
+                    let floor = self.passwords().failure_floor();
+                    tokio::time::sleep_until(started + floor).await;
+                }
+                return Err(err);
+            }
+        };
+        self.issue_for(&user, grant)
+    }
+
+    /// The user whose password `grant` carries, if they may log in; every
+    /// refusal is [`GrantError::InvalidGrant`] after an argon2 run, real or
+    /// dummy.
+    async fn check_password(&self, grant: &PasswordGrant) -> Result<Arc<U>, AuthError> {
         let passwords = self.passwords();
         let user = self
             .store()
@@ -72,6 +98,9 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
             Err(err @ PasswordError::Busy) => return Err(err.into()),
             Err(err) => {
                 tracing::error!(sub = user.subject(), error = %err, "stored password hash unusable");
+                // Refused before argon2 ran: spend what a verification
+                // costs anyway (DESIGN decision 13).
+                passwords.verify_unknown_user(&grant.password).await?;
                 false
             }
         };
@@ -89,6 +118,11 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
             );
             return Err(GrantError::InvalidGrant.into());
         }
+        Ok(Arc::clone(user))
+    }
+
+    /// The token response for `user`, who proved their password.
+    fn issue_for(&self, user: &U, grant: &PasswordGrant) -> Result<TokenResponse, AuthError> {
         let allowed = user.allowed_scopes();
         let scope = match &grant.scope {
             Some(requested) => requested.intersection(&allowed),

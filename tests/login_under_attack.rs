@@ -1,6 +1,6 @@
 //! Issue 13: the login path under attack, over HTTP against a real server on
 //! `127.0.0.1:0` — the argon2 cap holds when clients hang up, the queue in
-//! front of it is bounded.
+//! front of it is bounded, every refused login costs the same.
 #![cfg(feature = "axum")]
 
 mod common;
@@ -47,6 +47,132 @@ async fn until_idle(hasher: &PasswordHasher) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("argon2 jobs still running after 60 s: {:?}", hasher.stats());
+}
+
+/// Login enumeration by timing, with the tutorial's costly hash stored: a
+/// relative check of medians within one run, never a duration.
+mod login_timing {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use super::*;
+    use tower_auth::UserStore;
+
+    /// A user whose password may be missing.
+    struct User {
+        name: &'static str,
+        hash: Option<String>,
+        active: bool,
+    }
+
+    impl tower_auth::AuthUser for User {
+        fn subject(&self) -> &str {
+            self.name
+        }
+        fn password_hash(&self) -> Option<&str> {
+            self.hash.as_deref()
+        }
+        fn is_active(&self) -> bool {
+            self.active
+        }
+    }
+
+    fn median(mut samples: Vec<Duration>) -> Duration {
+        samples.sort_unstable();
+        samples[samples.len() / 2]
+    }
+
+    /// Unknown user, wrong password on the tutorial's hash and on a
+    /// current-parameters hash, disabled user, user without a password,
+    /// malformed and over-ceiling stored hashes: one cost. Before, the
+    /// unknown user cost the current parameters (~1/6 of the tutorial's),
+    /// and malformed or over-ceiling hashes cost no argon2 at all.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_refused_login_costs_what_the_costliest_verification_costs() {
+        let hasher = PasswordHasher::new();
+        let current = hasher.hash("correct horse").await.unwrap();
+        let users = MemoryUserStore::new();
+        let user = |name, hash: Option<&str>, active| User {
+            name,
+            hash: hash.map(str::to_owned),
+            active,
+        };
+        users.insert(user("tutorial", Some(TUTORIAL_HASH), true));
+        users.insert(user("alice", Some(&current), true));
+        users.insert(user("bob", Some(&current), false));
+        users.insert(user("sso", None, true));
+        users.insert(user("garbled", Some("not a PHC string"), true));
+        let huge = TUTORIAL_HASH.replace("m=65536", "m=4294967295");
+        users.insert(user("huge", Some(&huge), true));
+        assert!(
+            UserStore::find_by_username(&users, "sso")
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let auth = Authenticator::builder(users, hs256_codec())
+            .passwords(hasher)
+            .build()
+            .unwrap();
+        let app = Router::new()
+            .route("/token", post(token_endpoint::<User, ()>))
+            .with_state(auth);
+        let base = serve(app).await;
+        let url = format!("{base}/token");
+
+        let cases: [(&str, &str, &str); 7] = [
+            ("unknown user", "nobody", "guess"),
+            ("wrong password, tutorial hash", "tutorial", "guess"),
+            ("wrong password, current hash", "alice", "guess"),
+            ("disabled user", "bob", "correct horse"),
+            ("user without a password", "sso", "guess"),
+            ("malformed stored hash", "garbled", "guess"),
+            ("over-ceiling stored hash", "huge", "guess"),
+        ];
+        let http = Arc::new(client());
+        let login = |username: &str, password: &str| {
+            let request = http
+                .post(&url)
+                .form(&[("username", username), ("password", password)]);
+            async move {
+                let start = Instant::now();
+                let reply = Reply::from(request.send().await.unwrap()).await;
+                (reply, start.elapsed())
+            }
+        };
+        // Warm-up, not counted: connections, and the tutorial's hash seen.
+        for (_, username, password) in cases {
+            let (reply, _) = login(username, password).await;
+            assert_eq!(reply.status, 400, "{username}: {reply:?}");
+        }
+        let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); cases.len()];
+        // Interleaved, so drift on a noisy machine hits every case alike.
+        for _ in 0..21 {
+            for (i, (_, username, password)) in cases.iter().enumerate() {
+                let (reply, took) = login(username, password).await;
+                assert_eq!(reply.status, 400, "{username}: {reply:?}");
+                reply.assert_error_body("invalid_grant");
+                samples[i].push(took);
+            }
+        }
+        let medians: Vec<Duration> = samples.into_iter().map(median).collect();
+        let costliest = *medians.iter().max().unwrap();
+        let mut report = String::new();
+        for ((name, _, _), median) in cases.iter().zip(&medians) {
+            let ratio = median.as_secs_f64() / costliest.as_secs_f64();
+            report.push_str(&format!("\n  {name}: median {median:?}, ratio {ratio:.2}"));
+        }
+        eprintln!("login timing (medians of 21, against the costliest):{report}");
+        for ((name, _, _), median) in cases.iter().zip(&medians) {
+            let ratio = median.as_secs_f64() / costliest.as_secs_f64();
+            // Skipping argon2 or verifying cheaper parameters shows as
+            // 0.01-0.2; noise on a shared 2-core machine stays inside.
+            assert!(
+                (0.7..=1.4).contains(&ratio),
+                "{name} is told apart by its timing:{report}"
+            );
+        }
+    }
 }
 
 mod argon2_cap {
