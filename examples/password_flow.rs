@@ -34,7 +34,9 @@
 //! CORS), for at most 8 hours after login.
 //!
 //! Users: `johndoe` / `secret` (scopes `me items`) and `alice` / `secretalice`
-//! (disabled: her logins are refused).
+//! (disabled: her logins are refused). johndoe's stored hash is the
+//! tutorial's (argon2id `m=65536,t=3,p=4`); his first login rehashes it with
+//! the current parameters (the log says `password rehashed`).
 
 use std::error::Error;
 use std::io::{IsTerminal, Write};
@@ -85,6 +87,16 @@ impl AuthUser for User {
 
     fn allowed_scopes(&self) -> Scopes {
         self.scopes.clone()
+    }
+
+    // Lets `MemoryUserStore` keep the hash a login makes with the current
+    // argon2 parameters: johndoe's tutorial hash is upgraded on his first
+    // login (logged as `password rehashed`).
+    fn with_password_hash(&self, phc: String) -> Option<Self> {
+        Some(User {
+            hashed_password: phc,
+            ..self.clone()
+        })
     }
 }
 

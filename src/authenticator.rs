@@ -6,6 +6,7 @@
 use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use http::Response;
@@ -58,6 +59,9 @@ struct Inner<U, X> {
     sliding_expiry: Option<SlidingExpiry>,
     /// `None` when the cache is turned off.
     verified_tokens: Option<VerifiedTokens<X>>,
+    /// Whether a login with an outdated hash rehashes the password; cleared
+    /// for good when the store answers that it keeps no new hashes.
+    rehash_on_login: AtomicBool,
 }
 
 /// How many verified tokens an [`Authenticator`] remembers unless told
@@ -110,9 +114,26 @@ pub struct AuthenticatorBuilder<U, X = ()> {
     extra_claims: Box<ClaimsFor<U, X>>,
     sliding_expiry: Option<SlidingExpiry>,
     token_cache_capacity: u64,
+    rehash_on_login: bool,
 }
 
 impl<U: AuthUser, X: ExtraClaims> AuthenticatorBuilder<U, X> {
+    /// Whether a successful login whose stored hash is outdated
+    /// ([`PasswordHasher::needs_rehash`]) hashes the password again with the
+    /// current parameters and hands the new PHC string to
+    /// [`UserStore::update_password_hash`]. Default: on. The rehash runs in
+    /// a task of its own after the login is answered, through the same
+    /// capped hasher (skipped when its queue is full, tried again at the
+    /// next login); it never raises the token version. A store that keeps no
+    /// new hashes (the trait's default) answers so once, and the
+    /// authenticator stops trying. See the
+    /// [`password`](crate::password#timing-every-refused-login-costs-the-same)
+    /// docs for why hashes should converge.
+    pub fn rehash_on_login(mut self, on: bool) -> Self {
+        self.rehash_on_login = on;
+        self
+    }
+
     /// How many verified tokens to remember, so that a client sending the
     /// same token again does not pay for its signature again (RS256 and
     /// ES256 verification costs tens of microseconds). `0` turns the cache
@@ -213,6 +234,7 @@ impl<U: AuthUser, X: ExtraClaims> AuthenticatorBuilder<U, X> {
             extra_claims: Box::new(claims_for),
             sliding_expiry: self.sliding_expiry,
             token_cache_capacity: self.token_cache_capacity,
+            rehash_on_login: self.rehash_on_login,
         }
     }
 
@@ -239,6 +261,7 @@ impl<U: AuthUser, X: ExtraClaims> AuthenticatorBuilder<U, X> {
                 origin,
                 extra_claims: self.extra_claims,
                 sliding_expiry: self.sliding_expiry,
+                rehash_on_login: AtomicBool::new(self.rehash_on_login),
             }),
         })
     }
@@ -261,6 +284,7 @@ impl<U: AuthUser> Authenticator<U> {
             extra_claims: Box::new(|_| ()),
             sliding_expiry: None,
             token_cache_capacity: DEFAULT_TOKEN_CACHE_CAPACITY,
+            rehash_on_login: true,
         }
     }
 }
@@ -485,6 +509,17 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
     /// The app's user store, for [`login`](crate::login).
     pub(crate) fn store(&self) -> &dyn DynUserStore<U> {
         self.inner.store.as_ref()
+    }
+
+    /// Whether logins still rehash outdated hashes
+    /// ([`AuthenticatorBuilder::rehash_on_login`]).
+    pub(crate) fn rehashes_on_login(&self) -> bool {
+        self.inner.rehash_on_login.load(Ordering::Relaxed)
+    }
+
+    /// Stops rehashing on login: the store keeps no new hashes.
+    pub(crate) fn stop_rehashing(&self) {
+        self.inner.rehash_on_login.store(false, Ordering::Relaxed);
     }
 
     /// The app's own claims for new tokens of `user`

@@ -115,4 +115,4 @@ pub use password::{PasswordError, PasswordHasher};
 pub use refresh::{Renewal, SlidingExpiry};
 pub use scope::Scopes;
 pub use token::{Claims, Key, TokenCodec, TokenRejection};
-pub use user::{AuthUser, MemoryUserStore, SimpleUser, UserStore};
+pub use user::{AuthUser, MemoryUserStore, PasswordUpdate, SimpleUser, UserStore};

@@ -35,7 +35,7 @@ use crate::grant::{GrantError, MAX_FORM_LEN, PasswordGrant, TokenResponse, is_fo
 use crate::password::PasswordError;
 use crate::refresh::Renewal;
 use crate::token::ExtraClaims;
-use crate::user::AuthUser;
+use crate::user::{AuthUser, PasswordUpdate};
 
 // `Authenticator::login` is defined here, not in `authenticator`, so that
 // imports run one way: this room uses the authenticator, never the reverse.
@@ -65,7 +65,47 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
                 return Err(err);
             }
         };
+        if self.rehashes_on_login()
+            && user
+                .password_hash()
+                .is_some_and(|stored| self.passwords().needs_rehash(stored))
+        {
+            // Not awaited: the login is answered now.
+            tokio::spawn(
+                self.clone()
+                    .rehash(Arc::clone(&user), grant.password.clone()),
+            );
+        }
         self.issue_for(&user, grant)
+    }
+
+    /// Hashes `password` again with the current parameters and hands the
+    /// new PHC string to the store; see
+    /// [`AuthenticatorBuilder::rehash_on_login`](crate::AuthenticatorBuilder::rehash_on_login).
+    async fn rehash(self, user: Arc<U>, password: String) {
+        let sub = user.subject();
+        let new_hash = match self.passwords().hash(&password).await {
+            Ok(new_hash) => new_hash,
+            Err(err) => {
+                tracing::info!(sub = ?sub, error = %err, "password rehash skipped");
+                return;
+            }
+        };
+        match self.store().update_password_hash(&user, new_hash).await {
+            Ok(PasswordUpdate::Updated) => tracing::info!(sub = ?sub, "password rehashed"),
+            Ok(PasswordUpdate::Stale) => {
+                tracing::info!(sub = ?sub, "password rehash dropped: the stored hash changed");
+            }
+            Ok(PasswordUpdate::Unsupported) => {
+                self.stop_rehashing();
+                tracing::info!(
+                    "the user store keeps no new password hashes: rehash on login stops"
+                );
+            }
+            Err(err) => {
+                tracing::error!(sub = ?sub, error = %err, "user store failed to keep a rehashed password")
+            }
+        }
     }
 
     /// The user whose password `grant` carries, if they may log in; every

@@ -324,7 +324,7 @@ struct Inner {
 impl Inner {
     /// Remembers how long a finished argon2 job took.
     fn record_duration(&self, took: Duration) {
-        let finished = self.jobs.finished.fetch_add(1, Ordering::Relaxed);
+        let finished = self.jobs.finished.fetch_add(1, Ordering::SeqCst);
         lock(&self.recent_jobs)[finished % RECENT_JOBS] = took;
     }
 }
@@ -340,6 +340,8 @@ pub struct HasherStats {
     pub peak_running: usize,
     /// Logins waiting for a permit now.
     pub queued: usize,
+    /// argon2 jobs finished so far.
+    pub finished: usize,
     /// The cap on `running` ([`PasswordHasherBuilder::max_concurrency`]).
     pub max_concurrency: usize,
     /// The cap on `queued` ([`PasswordHasherBuilder::max_queue`]).
@@ -548,6 +550,7 @@ impl PasswordHasher {
             running: jobs.running.load(Ordering::SeqCst),
             peak_running: jobs.peak_running.load(Ordering::SeqCst),
             queued: jobs.queued.load(Ordering::SeqCst),
+            finished: jobs.finished.load(Ordering::SeqCst),
             max_concurrency: self.inner.max_concurrency,
             max_queue: self.inner.max_queue,
         }

@@ -289,6 +289,35 @@ mod password_flow_example {
         line.trim().trim_end_matches("kB").trim().parse().unwrap()
     }
 
+    /// johndoe's tutorial hash is upgraded by his first login: logged once,
+    /// with his subject and never the hash.
+    #[tokio::test]
+    async fn johndoe_is_rehashed_on_his_first_login() {
+        let server = ExampleServer::start("password_flow", Some(SECRET), &[]);
+        let login = |password: &'static str| {
+            client()
+                .post(server.url("/token"))
+                .form(&[("username", "johndoe"), ("password", password)])
+                .send()
+        };
+        assert_eq!(login("secret").await.unwrap().status(), 200);
+        assert_eq!(login("wrong").await.unwrap().status(), 400);
+        assert_eq!(login("secret").await.unwrap().status(), 200);
+        // The rehash runs after the first answer; give it time to log.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let stderr = server.stop();
+        let rehashed: Vec<&str> = stderr
+            .lines()
+            .filter(|line| line.contains("password rehashed"))
+            .collect();
+        assert_eq!(rehashed.len(), 1, "{stderr}");
+        assert!(rehashed[0].contains("johndoe"), "{stderr}");
+        assert!(
+            !stderr.contains("$argon2"),
+            "a hash reached the log: {stderr}"
+        );
+    }
+
     /// Logins that hang up early make the server run argon2 with 64 MiB
     /// each; at most the cap of them at once, so the peak resident set
     /// stays near cap × 64 MiB. Before, it grew with every abandoned login
@@ -334,5 +363,141 @@ mod password_flow_example {
             "peak resident set {peak_mib} MiB after {ABANDONED} abandoned logins; \
              {cap} argon2 jobs of 64 MiB at once stay under {bound_mib} MiB"
         );
+    }
+}
+
+/// Rehash on login: an outdated stored hash is replaced after a successful
+/// login, off the login's path, without revoking anything.
+mod rehash {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use axum::routing::get;
+    use tower_auth::{AuthLayer, PasswordUpdate, UserStore};
+
+    const CURRENT_PARAMS: &str = "$argon2id$v=19$m=19456,t=2,p=1$";
+
+    /// `POST /token` and `GET /me` (behind the layer) over `auth`.
+    async fn serve_login_and_me(auth: Authenticator<SimpleUser>) -> String {
+        let me = Router::new()
+            .route("/me", get(whoami))
+            .layer(AuthLayer::required(auth.clone()));
+        let app = Router::new()
+            .route("/token", post(token_endpoint::<SimpleUser, ()>))
+            .with_state(auth)
+            .merge(me);
+        serve(app).await
+    }
+
+    async fn login(base: &str, password: &str) -> Reply {
+        let form = [("username", "johndoe"), ("password", password)];
+        Reply::from(
+            client()
+                .post(format!("{base}/token"))
+                .form(&form)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_tutorial_hash_is_upgraded_on_login_and_tokens_stay_valid() {
+        let users = MemoryUserStore::new();
+        users.insert(SimpleUser::new("johndoe", TUTORIAL_HASH));
+        let auth = Authenticator::builder(users.clone(), hs256_codec())
+            .build()
+            .unwrap();
+        let base = serve_login_and_me(auth).await;
+
+        let first = login(&base, "secret").await;
+        assert_eq!(first.status, 200, "{first:?}");
+        let token = first.json["access_token"].as_str().unwrap().to_owned();
+        let mut upgraded = None;
+        for _ in 0..200 {
+            let stored = users.get("johndoe").unwrap().password_hash.clone();
+            if stored != TUTORIAL_HASH {
+                upgraded = Some(stored);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let upgraded = upgraded.expect("johndoe's tutorial hash was never replaced");
+        assert!(upgraded.starts_with(CURRENT_PARAMS), "{upgraded}");
+        assert_eq!(
+            PasswordHasher::new().verify("secret", &upgraded).await,
+            Ok(true)
+        );
+        let johndoe = users.get("johndoe").unwrap();
+        assert_eq!((johndoe.token_version, johndoe.active), (0, true));
+        // The token issued before the rehash still works: nothing revoked.
+        let me = get_bearer(&base, "/me", &token).await;
+        assert_eq!((me.status, me.text()), (200, "johndoe".to_owned()));
+        assert_eq!(login(&base, "secret").await.status, 200);
+        assert_eq!(login(&base, "Secret").await.status, 400);
+    }
+
+    /// A store that keeps no new hashes, counting how often it is asked.
+    #[derive(Clone)]
+    struct ReadOnlyStore {
+        users: MemoryUserStore<SimpleUser>,
+        asked: Arc<AtomicUsize>,
+    }
+
+    impl UserStore for ReadOnlyStore {
+        type User = SimpleUser;
+        type Error = std::convert::Infallible;
+
+        async fn find_by_subject(&self, sub: &str) -> Result<Option<Arc<SimpleUser>>, Self::Error> {
+            UserStore::find_by_subject(&self.users, sub).await
+        }
+
+        async fn find_by_username(
+            &self,
+            username: &str,
+        ) -> Result<Option<Arc<SimpleUser>>, Self::Error> {
+            UserStore::find_by_username(&self.users, username).await
+        }
+
+        async fn update_password_hash(
+            &self,
+            _user: &SimpleUser,
+            _new_hash: String,
+        ) -> Result<PasswordUpdate, Self::Error> {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            Ok(PasswordUpdate::Unsupported)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_that_keeps_no_new_hashes_is_asked_once() {
+        let store = ReadOnlyStore {
+            users: MemoryUserStore::new(),
+            asked: Arc::default(),
+        };
+        store
+            .users
+            .insert(SimpleUser::new("johndoe", TUTORIAL_HASH));
+        let auth = Authenticator::builder(store.clone(), hs256_codec())
+            .build()
+            .unwrap();
+        let base = serve_login_and_me(auth.clone()).await;
+        assert_eq!(login(&base, "secret").await.status, 200);
+        for _ in 0..200 {
+            if store.asked.load(Ordering::SeqCst) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(store.asked.load(Ordering::SeqCst), 1, "never asked");
+        let finished = auth.passwords().stats().finished;
+        assert_eq!(login(&base, "secret").await.status, 200);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        until_idle(auth.passwords()).await;
+        assert_eq!(store.asked.load(Ordering::SeqCst), 1, "asked again");
+        // The second login ran its verification and no rehash.
+        assert_eq!(auth.passwords().stats().finished, finished + 1);
     }
 }
