@@ -5,6 +5,8 @@
 //! ```
 //!
 //! - `POST /token`  — the OAuth2 password grant (`johndoe` / `secret`);
+//!   failed logins are throttled per username and per client (each
+//!   connection's peer address goes into its requests as a `ClientAddr`);
 //! - `GET /whoami`  — `{"sub", "scope"}` for a valid bearer token, an
 //!   RFC 6750 401 otherwise;
 //! - `GET /health`  — `ok`, no authentication.
@@ -27,7 +29,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 use tower_auth::{
-    AuthLayer, Authenticated, Authenticator, Key, MemoryUserStore, Scopes, SimpleUser, TokenCodec,
+    AuthLayer, Authenticated, Authenticator, ClientAddr, Key, MemoryUserStore, Scopes, SimpleUser,
+    TokenCodec,
 };
 
 type BoxError = Box<dyn Error + Send + Sync>;
@@ -62,8 +65,15 @@ async fn main() -> Result<(), BoxError> {
 
     let app = app(auth);
     loop {
-        let (stream, _) = listener.accept().await?;
-        let service = TowerToHyperService::new(app.clone());
+        let (stream, peer) = listener.accept().await?;
+        // The peer address, for the login throttle's per-client budgets.
+        let service = ServiceBuilder::new()
+            .map_request(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(ClientAddr::from(peer));
+                request
+            })
+            .service(app.clone());
+        let service = TowerToHyperService::new(service);
         tokio::spawn(async move {
             let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
             if let Err(err) = connection.await {

@@ -33,6 +33,10 @@
 //! `x-refreshed-token` response header (exposed to page scripts through
 //! CORS), for at most 8 hours after login.
 //!
+//! Failed logins are throttled (the library's default): 5 per username and
+//! client address, 20 per username, 100 per address, per 15 minutes; past
+//! them `POST /token` answers 429 with `Retry-After`.
+//!
 //! Users: `johndoe` / `secret` (scopes `me items`) and `alice` / `secretalice`
 //! (disabled: her logins are refused). johndoe's stored hash is the
 //! tutorial's (argon2id `m=65536,t=3,p=4`); his first login rehashes it with
@@ -40,6 +44,7 @@
 
 use std::error::Error;
 use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -322,7 +327,10 @@ async fn run() -> Result<(), Box<dyn Error>> {
     let base = format!("http://{}", listener.local_addr()?);
     print_usage(&base)?;
 
-    axum::serve(listener, app(auth, cors))
+    // With each connection's peer address, which the token endpoint
+    // throttles failed logins by.
+    let app = app(auth, cors).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(async {
             // Ctrl-C stops accepting and lets requests in flight finish.
             let _ = tokio::signal::ctrl_c().await;

@@ -434,7 +434,10 @@ async fn run() -> Result<(), Box<dyn Error>> {
     });
 
     print_usage(addr)?;
-    axum::serve(listener, app(state))
+    // With each connection's peer address: the session login throttles
+    // failed logins by it.
+    let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -19,6 +19,7 @@ use crate::error::{AuthError, ErrorRenderer, RenderError, is_valid_realm};
 use crate::origin::OriginGuard;
 use crate::password::PasswordHasher;
 use crate::refresh::SlidingExpiry;
+use crate::throttle::LoginThrottle;
 use crate::token::{Claims, ExtraClaims, TokenCodec, TokenRejection, VerifiedTokens, unix_now};
 use crate::user::{AuthUser, DynUserStore, UserStore};
 
@@ -62,6 +63,8 @@ struct Inner<U, X> {
     /// Whether a login with an outdated hash rehashes the password; cleared
     /// for good when the store answers that it keeps no new hashes.
     rehash_on_login: AtomicBool,
+    /// `None` when login throttling is turned off.
+    login_throttle: Option<LoginThrottle>,
 }
 
 /// How many verified tokens an [`Authenticator`] remembers unless told
@@ -115,6 +118,7 @@ pub struct AuthenticatorBuilder<U, X = ()> {
     sliding_expiry: Option<SlidingExpiry>,
     token_cache_capacity: u64,
     rehash_on_login: bool,
+    login_throttle: Option<LoginThrottle>,
 }
 
 impl<U: AuthUser, X: ExtraClaims> AuthenticatorBuilder<U, X> {
@@ -131,6 +135,40 @@ impl<U: AuthUser, X: ExtraClaims> AuthenticatorBuilder<U, X> {
     /// docs for why hashes should converge.
     pub fn rehash_on_login(mut self, on: bool) -> Self {
         self.rehash_on_login = on;
+        self
+    }
+
+    /// How failed logins are throttled; see [`throttle`](crate::throttle)
+    /// for the policy. Default: [`LoginThrottle::new`] (5 failures per
+    /// username and client, 20 per username, 100 per client, per 15
+    /// minutes; clients by peer address). Applied by
+    /// [`Authenticator::login`] and so by the token endpoint and the session
+    /// login.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_auth::{Authenticator, Key, LoginThrottle, MemoryUserStore, SimpleUser, TokenCodec};
+    ///
+    /// let throttle = LoginThrottle::builder()
+    ///     .per_username_and_client(10, Duration::from_secs(3600))
+    ///     .build()
+    ///     .unwrap();
+    /// let codec = TokenCodec::builder(Key::hs256(&[42; 32]).unwrap()).build().unwrap();
+    /// let auth: Authenticator<SimpleUser> = Authenticator::builder(MemoryUserStore::new(), codec)
+    ///     .login_throttle(throttle)
+    ///     .build()
+    ///     .unwrap();
+    /// ```
+    pub fn login_throttle(mut self, throttle: LoginThrottle) -> Self {
+        self.login_throttle = Some(throttle);
+        self
+    }
+
+    /// Turns login throttling off: failed logins are limited by nothing but
+    /// their argon2 cost. For apps that throttle logins elsewhere (a
+    /// gateway, a shared store of their own) and for benchmarks.
+    pub fn no_login_throttle(mut self) -> Self {
+        self.login_throttle = None;
         self
     }
 
@@ -235,6 +273,7 @@ impl<U: AuthUser, X: ExtraClaims> AuthenticatorBuilder<U, X> {
             sliding_expiry: self.sliding_expiry,
             token_cache_capacity: self.token_cache_capacity,
             rehash_on_login: self.rehash_on_login,
+            login_throttle: self.login_throttle,
         }
     }
 
@@ -262,6 +301,7 @@ impl<U: AuthUser, X: ExtraClaims> AuthenticatorBuilder<U, X> {
                 extra_claims: self.extra_claims,
                 sliding_expiry: self.sliding_expiry,
                 rehash_on_login: AtomicBool::new(self.rehash_on_login),
+                login_throttle: self.login_throttle,
             }),
         })
     }
@@ -285,6 +325,7 @@ impl<U: AuthUser> Authenticator<U> {
             sliding_expiry: None,
             token_cache_capacity: DEFAULT_TOKEN_CACHE_CAPACITY,
             rehash_on_login: true,
+            login_throttle: Some(LoginThrottle::new()),
         }
     }
 }
@@ -557,6 +598,11 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
         &self.inner.passwords
     }
 
+    /// The login throttle, unless turned off.
+    pub fn login_throttle(&self) -> Option<&LoginThrottle> {
+        self.inner.login_throttle.as_ref()
+    }
+
     /// The credential sources.
     pub fn credentials(&self) -> &Credentials {
         &self.inner.credentials
@@ -576,6 +622,9 @@ pub(crate) fn log_rejection(err: &AuthError) {
         AuthError::UserStore(source) => tracing::error!(error = %source, "user store failed"),
         AuthError::InvalidToken(reason) => {
             tracing::debug!(reason = reason.reason_code(), "token refused");
+        }
+        AuthError::LoginThrottled(_) => {
+            tracing::info!(outcome = "too_many_requests", "login throttled");
         }
         other => tracing::debug!(reason = %other, "request refused"),
     }

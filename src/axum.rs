@@ -9,6 +9,12 @@
 //!
 //! Handlers: [`token_endpoint`] (OAuth2 password grant), [`session_login`]
 //! (the same, also setting the session cookie) and [`logout`] (clearing it).
+//! The two login handlers throttle failed logins per client by the peer
+//! address: serve the router with
+//! `into_make_service_with_connect_info::<SocketAddr>()` (they turn axum's
+//! `ConnectInfo<SocketAddr>` into the [`ClientAddr`] the
+//! [`throttle`](crate::throttle) reads; without it, only the per-username
+//! budget applies).
 //!
 //! The identity extractors use what [`AuthLayer`](crate::AuthLayer) put into
 //! the request; without the layer they run the [`Authenticator`] taken from
@@ -33,9 +39,12 @@
 //! ```
 
 use std::marker::PhantomData;
+use std::net::SocketAddr;
 use std::ops::Deref;
 
-use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts, Request, State};
+use axum::extract::{
+    ConnectInfo, FromRef, FromRequestParts, OptionalFromRequestParts, Request, State,
+};
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 
@@ -43,6 +52,7 @@ use crate::authenticator::{Authenticated, Authenticator};
 use crate::error::{AuthError, ErrorRenderer};
 use crate::layer::LayerContext;
 use crate::scope::{Scopes, is_scope_token};
+use crate::throttle::ClientAddr;
 use crate::token::{Claims, ExtraClaims};
 use crate::user::AuthUser;
 
@@ -243,14 +253,31 @@ where
     }
 }
 
+/// The peer address axum recorded (`ConnectInfo<SocketAddr>`) as the
+/// [`ClientAddr`] the login throttle reads, unless one is there already.
+fn with_client_addr(mut request: Request) -> Request {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| ClientAddr::from(*addr));
+    if let Some(peer) = peer
+        && request.extensions().get::<ClientAddr>().is_none()
+    {
+        request.extensions_mut().insert(peer);
+    }
+    request
+}
+
 /// The token endpoint as an axum handler: `post(token_endpoint::<User, ()>)`
 /// on a router whose state provides an [`Authenticator`]. See
-/// [`login`](crate::login) for the request and responses.
+/// [`login`](crate::login) for the request and responses; serve with
+/// connect info so that failed logins are throttled per client (see the
+/// [module docs](self)).
 pub async fn token_endpoint<U: AuthUser, X: ExtraClaims>(
     State(auth): State<Authenticator<U, X>>,
     request: Request,
 ) -> Response {
-    crate::login::token_endpoint(&auth, request)
+    crate::login::token_endpoint(&auth, with_client_addr(request))
         .await
         .into_response()
 }
@@ -263,7 +290,7 @@ pub async fn session_login<U: AuthUser, X: ExtraClaims>(
     State(auth): State<Authenticator<U, X>>,
     request: Request,
 ) -> Response {
-    crate::login::session_login_endpoint(&auth, request)
+    crate::login::session_login_endpoint(&auth, with_client_addr(request))
         .await
         .into_response()
 }

@@ -9,6 +9,7 @@
 //! | [`InsufficientScope`](AuthError::InsufficientScope) | 403 | `Bearer realm="…", error="insufficient_scope", scope="…"` | `insufficient_scope` |
 //! | [`Origin`](AuthError::Origin) (cookie from a foreign page) | 403 | — | `invalid_origin` |
 //! | [`LimitExceeded`](AuthError::LimitExceeded) | 429 (+ `Retry-After` for rates) | — | `too_many_requests` |
+//! | [`LoginThrottled`](AuthError::LoginThrottled) (too many failed logins) | 429 + `Retry-After` | — | `too_many_requests` |
 //! | [`UserStore`](AuthError::UserStore) | 503 | — | `temporarily_unavailable` |
 //! | [`Password`](AuthError::Password) `Busy` (argon2 queue full) | 503 + `Retry-After` | — | `temporarily_unavailable` |
 //! | [`Internal`](AuthError::Internal) | 500 | — | `server_error` |
@@ -41,6 +42,7 @@ use crate::limit::LimitExceeded;
 use crate::origin::OriginRejection;
 use crate::password::PasswordError;
 use crate::scope::Scopes;
+use crate::throttle::LoginThrottled;
 use crate::token::{SigningError, TokenRejection};
 use crate::user::BoxError;
 
@@ -75,6 +77,11 @@ pub enum AuthError {
     /// A per-subject limit of the [`limit`](crate::limit) module (429).
     #[error("limit exceeded: {}", .0.reason_code())]
     LimitExceeded(LimitExceeded),
+    /// A login refused by the [`throttle`](crate::throttle): too many
+    /// failed logins for its username or client (429, before any password
+    /// work).
+    #[error("login throttled")]
+    LoginThrottled(LoginThrottled),
     /// The application's user store failed; the source is logged, never sent.
     #[error("user store failed")]
     UserStore(#[source] BoxError),
@@ -118,6 +125,12 @@ impl From<OriginRejection> for AuthError {
 impl From<LimitExceeded> for AuthError {
     fn from(exceeded: LimitExceeded) -> Self {
         AuthError::LimitExceeded(exceeded)
+    }
+}
+
+impl From<LoginThrottled> for AuthError {
+    fn from(throttled: LoginThrottled) -> Self {
+        AuthError::LoginThrottled(throttled)
     }
 }
 
@@ -234,12 +247,15 @@ fn default_response(error: &AuthError, realm: &str) -> Response<ErrorBody> {
             headers.insert(WWW_AUTHENTICATE, value);
         }
     }
-    if matches!(error, AuthError::Grant(_)) {
+    if matches!(error, AuthError::Grant(_) | AuthError::LoginThrottled(_)) {
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
-    if let AuthError::LimitExceeded(limit) = error
-        && let Some(wait) = limit.retry_after()
-    {
+    let wait = match error {
+        AuthError::LimitExceeded(limit) => limit.retry_after(),
+        AuthError::LoginThrottled(throttled) => Some(throttled.retry_after()),
+        _ => None,
+    };
+    if let Some(wait) = wait {
         // Whole seconds, rounded up: a client waiting that long is let in.
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         headers.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
@@ -280,6 +296,11 @@ fn status_code_description(error: &AuthError) -> (StatusCode, &'static str, Stri
             S::TOO_MANY_REQUESTS,
             "too_many_requests",
             limit_description(*limit).into(),
+        ),
+        AuthError::LoginThrottled(_) => (
+            S::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            "too many failed logins; try again later".into(),
         ),
         AuthError::UserStore(_) => (
             S::SERVICE_UNAVAILABLE,

@@ -45,18 +45,40 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
     /// when none are requested; `invalid_scope` when the user holds none of
     /// those requested) and issues an access token.
     ///
+    /// `client` is the client's key for the
+    /// [login throttle](crate::AuthenticatorBuilder::login_throttle) (the
+    /// endpoints take it from the request with
+    /// [`LoginThrottle::client_key`](crate::LoginThrottle::client_key));
+    /// `None` leaves only the per-username
+    /// budget. Past a budget the login is refused with
+    /// [`AuthError::LoginThrottled`] (429) before the user is looked up and
+    /// before any argon2 work. A refusal is counted before it is answered.
+    ///
     /// Unknown user, wrong password, disabled user, user without a
     /// password, malformed or over-ceiling stored hash all give the same
     /// [`GrantError::InvalidGrant`], at the same cost: the costliest
     /// verification's, through a dummy verification and a floor under
     /// every refusal (see the [`password`](crate::password#timing-every-refused-login-costs-the-same)
     /// docs).
-    pub async fn login(&self, grant: &PasswordGrant) -> Result<TokenResponse, AuthError> {
+    pub async fn login(
+        &self,
+        grant: &PasswordGrant,
+        client: Option<&str>,
+    ) -> Result<TokenResponse, AuthError> {
+        let attempt = match self.login_throttle() {
+            Some(throttle) => Some(throttle.check(&grant.username, client)?),
+            None => None,
+        };
         let started = tokio::time::Instant::now();
         let user = match self.check_password(grant).await {
             Ok(user) => user,
             Err(err) => {
                 if matches!(err, AuthError::Grant(GrantError::InvalidGrant)) {
+                    // Counted now: a client hanging up during the wait
+                    // below does not escape it.
+                    if let Some(attempt) = attempt {
+                        attempt.failed();
+                    }
                     // Not before the costliest recent verification would
                     // have answered: a cheaper hash must not show.
                     let floor = self.passwords().failure_floor();
@@ -65,6 +87,9 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
                 return Err(err);
             }
         };
+        if let Some(attempt) = attempt {
+            attempt.succeeded();
+        }
         if self.rehashes_on_login()
             && user
                 .password_hash()
@@ -347,5 +372,8 @@ where
             }
         })?;
     let grant = PasswordGrant::from_form(content_type, &body.to_bytes())?;
-    auth.login(&grant).await
+    let client = auth
+        .login_throttle()
+        .and_then(|throttle| throttle.client_key(&parts));
+    auth.login(&grant, client.as_deref()).await
 }

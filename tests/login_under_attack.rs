@@ -38,6 +38,29 @@ async fn abandoned_login(addr: &str, form: &str, after: Duration) {
     drop(stream);
 }
 
+/// Like [`serve`], with the peer address of each connection in the
+/// requests' extensions (`ConnectInfo<SocketAddr>`), as a server that
+/// throttles logins per client must run.
+async fn serve_with_connect_info(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(listener, app).await.unwrap();
+    });
+    format!("http://{addr}")
+}
+
+/// A client whose connections come from `127.0.0.N` (Linux answers for all
+/// of 127/8), so tests can play several addresses.
+fn client_from(n: u8) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .local_address(std::net::IpAddr::from([127, 0, 0, n]))
+        .build()
+        .unwrap()
+}
+
 /// Waits until no argon2 job runs any more.
 async fn until_idle(hasher: &PasswordHasher) {
     for _ in 0..1200 {
@@ -110,8 +133,10 @@ mod login_timing {
                 .unwrap()
                 .is_some()
         );
+        // 21 rounds of failures for each username: measured, not throttled.
         let auth = Authenticator::builder(users, hs256_codec())
             .passwords(hasher)
+            .no_login_throttle()
             .build()
             .unwrap();
         let app = Router::new()
@@ -147,7 +172,7 @@ mod login_timing {
         }
         let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); cases.len()];
         // Interleaved, so drift on a noisy machine hits every case alike.
-        for _ in 0..21 {
+        for _ in 0..15 {
             for (i, (_, username, password)) in cases.iter().enumerate() {
                 let (reply, took) = login(username, password).await;
                 assert_eq!(reply.status, 400, "{username}: {reply:?}");
@@ -162,7 +187,7 @@ mod login_timing {
             let ratio = median.as_secs_f64() / costliest.as_secs_f64();
             report.push_str(&format!("\n  {name}: median {median:?}, ratio {ratio:.2}"));
         }
-        eprintln!("login timing (medians of 21, against the costliest):{report}");
+        eprintln!("login timing (medians of 15, against the costliest):{report}");
         for ((name, _, _), median) in cases.iter().zip(&medians) {
             let ratio = median.as_secs_f64() / costliest.as_secs_f64();
             // Skipping argon2 or verifying cheaper parameters shows as
@@ -189,8 +214,10 @@ mod argon2_cap {
             .unwrap();
         let users = MemoryUserStore::new();
         users.insert(SimpleUser::new("johndoe", TUTORIAL_HASH));
+        // The cap is under test, not the throttle.
         let auth = Authenticator::builder(users, hs256_codec())
             .passwords(hasher.clone())
+            .no_login_throttle()
             .build()
             .unwrap();
         let base = serve_token_endpoint(auth).await;
@@ -237,8 +264,10 @@ mod argon2_queue {
             .unwrap();
         let users = MemoryUserStore::new();
         users.insert(SimpleUser::new("johndoe", TUTORIAL_HASH));
+        // The cap is under test, not the throttle.
         let auth = Authenticator::builder(users, hs256_codec())
             .passwords(hasher.clone())
+            .no_login_throttle()
             .build()
             .unwrap();
         let base = serve_token_endpoint(auth).await;
@@ -318,6 +347,16 @@ mod password_flow_example {
         );
     }
 
+    /// Throttling is on by default, per client address (the example serves
+    /// with connect info): the sixth wrong password for johndoe from one
+    /// address gets 429, for an unknown user too, while another address
+    /// still logs in.
+    #[tokio::test]
+    async fn guessing_is_throttled_by_default() {
+        let server = ExampleServer::start("password_flow", Some(SECRET), &[]);
+        assert_guessing_is_throttled(&server.base, "/token", "johndoe", "secret").await;
+    }
+
     /// Logins that hang up early make the server run argon2 with 64 MiB
     /// each; at most the cap of them at once, so the peak resident set
     /// stays near cap × 64 MiB. Before, it grew with every abandoned login
@@ -363,6 +402,287 @@ mod password_flow_example {
             "peak resident set {peak_mib} MiB after {ABANDONED} abandoned logins; \
              {cap} argon2 jobs of 64 MiB at once stay under {bound_mib} MiB"
         );
+    }
+}
+
+/// Password guessing is throttled per (username, client), per username and
+/// per client, before any argon2 work, unknown usernames like known ones.
+mod throttle {
+    use super::*;
+
+    const PASSWORD: &str = "correct horse battery staple";
+
+    /// A hash of [`PASSWORD`] with cheap parameters: these tests count
+    /// answers, not costs.
+    async fn cheap_hasher_and_hash() -> (PasswordHasher, String) {
+        let hasher = PasswordHasher::builder()
+            .params(1024, 1, 1)
+            .build()
+            .unwrap();
+        let hash = hasher.hash(PASSWORD).await.unwrap();
+        (hasher, hash)
+    }
+
+    async fn serve_default() -> (String, Authenticator<SimpleUser>) {
+        let (hasher, hash) = cheap_hasher_and_hash().await;
+        let auth = Authenticator::builder(users(&hash), hs256_codec())
+            .passwords(hasher)
+            .build()
+            .unwrap();
+        let app = Router::new()
+            .route("/token", post(token_endpoint::<SimpleUser, ()>))
+            .with_state(auth.clone());
+        (serve_with_connect_info(app).await, auth)
+    }
+
+    async fn login_from(
+        http: &reqwest::Client,
+        base: &str,
+        username: &str,
+        password: &str,
+    ) -> Reply {
+        let form = [("username", username), ("password", password)];
+        Reply::from(
+            http.post(format!("{base}/token"))
+                .form(&form)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    fn assert_throttled(reply: &Reply) {
+        assert_eq!(reply.status, 429, "{reply:?}");
+        reply.assert_error_body("too_many_requests");
+        let wait: u64 = reply.headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(wait >= 1, "{reply:?}");
+        assert_eq!(reply.headers["cache-control"], "no-store");
+    }
+
+    /// 40 wrong passwords in a row all got 400, then the right one worked.
+    #[tokio::test]
+    async fn the_sixth_guess_at_one_account_is_refused_with_429_without_argon2() {
+        let (base, auth) = serve_default().await;
+        let http = client_from(1);
+        for i in 0..5 {
+            let reply = login_from(&http, &base, "johndoe", &format!("guess{i}")).await;
+            assert_eq!(reply.status, 400, "guess {i}: {reply:?}");
+        }
+        let argon2_jobs = auth.passwords().stats().finished;
+        // Even the right password: the account is not tried any more.
+        assert_throttled(&login_from(&http, &base, "johndoe", PASSWORD).await);
+        assert_throttled(&login_from(&http, &base, "johndoe", "guess5").await);
+        assert_eq!(
+            auth.passwords().stats().finished,
+            argon2_jobs,
+            "argon2 ran for a throttled login"
+        );
+    }
+
+    /// The answers must not tell which usernames exist.
+    #[tokio::test]
+    async fn unknown_usernames_are_throttled_exactly_like_known_ones() {
+        let (base, _) = serve_default().await;
+        let http = client_from(1);
+        let mut answers = Vec::new();
+        for username in ["johndoe", "nobody"] {
+            let mut statuses = Vec::new();
+            let mut bodies = Vec::new();
+            for i in 0..7 {
+                let reply = login_from(&http, &base, username, &format!("guess{i}")).await;
+                statuses.push(reply.status);
+                bodies.push(reply.bytes.clone());
+            }
+            answers.push((statuses, bodies));
+        }
+        assert_eq!(answers[0].0, [400, 400, 400, 400, 400, 429, 429]);
+        assert_eq!(answers[0], answers[1]);
+    }
+
+    /// An attacker on another address spends their own budget, not the
+    /// user's.
+    #[tokio::test]
+    async fn guesses_from_another_address_do_not_lock_the_user_out() {
+        let (base, _) = serve_default().await;
+        let attacker = client_from(2);
+        for i in 0..5 {
+            let reply = login_from(&attacker, &base, "johndoe", &format!("guess{i}")).await;
+            assert_eq!(reply.status, 400, "{reply:?}");
+        }
+        assert_throttled(&login_from(&attacker, &base, "johndoe", PASSWORD).await);
+        let user = client_from(1);
+        assert_eq!(
+            login_from(&user, &base, "johndoe", PASSWORD).await.status,
+            200
+        );
+        assert_eq!(
+            login_from(&user, &base, "johndoe", "typo").await.status,
+            400
+        );
+    }
+
+    /// A successful login gives the (username, client) pair its whole
+    /// budget back.
+    #[tokio::test]
+    async fn a_successful_login_resets_the_pairs_budget() {
+        let (base, _) = serve_default().await;
+        let http = client_from(1);
+        for i in 0..4 {
+            assert_eq!(
+                login_from(&http, &base, "johndoe", &format!("guess{i}"))
+                    .await
+                    .status,
+                400
+            );
+        }
+        assert_eq!(
+            login_from(&http, &base, "johndoe", PASSWORD).await.status,
+            200
+        );
+        for i in 0..5 {
+            let reply = login_from(&http, &base, "johndoe", &format!("again{i}")).await;
+            assert_eq!(reply.status, 400, "failure {i} after the reset: {reply:?}");
+        }
+        assert_throttled(&login_from(&http, &base, "johndoe", "again5").await);
+    }
+
+    /// Random usernames, each tried once, fill the failure table up to its
+    /// bound and no further; the account under attack stays throttled.
+    #[tokio::test]
+    async fn a_flood_of_random_usernames_stays_within_the_memory_bound() {
+        const BOUND: u64 = 16 * 1024;
+        let (hasher, hash) = cheap_hasher_and_hash().await;
+        let throttle = tower_auth::LoginThrottle::builder()
+            .per_client(10_000, Duration::from_secs(900))
+            .max_memory(BOUND)
+            .build()
+            .unwrap();
+        let auth = Authenticator::builder(users(&hash), hs256_codec())
+            .passwords(hasher)
+            .login_throttle(throttle.clone())
+            .build()
+            .unwrap();
+        let app = Router::new()
+            .route("/token", post(token_endpoint::<SimpleUser, ()>))
+            .with_state(auth);
+        let base = serve_with_connect_info(app).await;
+        let attacker = client_from(2);
+        for i in 0..5 {
+            let reply = login_from(&attacker, &base, "johndoe", &format!("guess{i}")).await;
+            assert_eq!(reply.status, 400, "{reply:?}");
+        }
+        for i in 0..400 {
+            let reply = login_from(&attacker, &base, &format!("random-{i:04}"), "x").await;
+            assert_eq!(reply.status, 400, "{reply:?}");
+            if i % 50 == 0 {
+                assert_throttled(&login_from(&attacker, &base, "johndoe", "again").await);
+            }
+        }
+        assert!(
+            throttle.tracked_bytes() <= BOUND,
+            "{} bytes",
+            throttle.tracked_bytes()
+        );
+        assert!(
+            throttle.tracked_keys() < 200,
+            "{} keys",
+            throttle.tracked_keys()
+        );
+        assert_throttled(&login_from(&attacker, &base, "johndoe", PASSWORD).await);
+    }
+
+    /// 20 failures per username by default, from any number of addresses.
+    #[tokio::test]
+    async fn a_guess_spread_over_addresses_meets_the_per_username_budget() {
+        let (base, _) = serve_default().await;
+        for n in 2..6 {
+            let attacker = client_from(n);
+            for i in 0..5 {
+                let reply = login_from(&attacker, &base, "johndoe", &format!("g{n}-{i}")).await;
+                assert_eq!(reply.status, 400, "address {n}, guess {i}: {reply:?}");
+            }
+        }
+        assert_throttled(&login_from(&client_from(6), &base, "johndoe", "g6").await);
+        // Another account is not concerned.
+        assert_eq!(
+            login_from(&client_from(6), &base, "alice", PASSWORD)
+                .await
+                .status,
+            200
+        );
+    }
+}
+
+/// Five wrong passwords for the user `name` and for `nobody` from
+/// 127.0.0.2 are answered 400, the sixth 429 with `Retry-After`, alike; the
+/// user logs in with `password` from 127.0.0.3 meanwhile.
+async fn assert_guessing_is_throttled(base: &str, path: &str, name: &str, password: &str) {
+    let attacker = client_from(2);
+    for username in [name, "nobody"] {
+        let mut statuses = Vec::new();
+        for i in 0..6 {
+            let reply = Reply::from(
+                attacker
+                    .post(format!("{base}{path}"))
+                    .form(&[("username", username), ("password", &format!("guess{i}"))])
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            statuses.push(reply.status);
+            if reply.status == 429 {
+                reply.assert_error_body("too_many_requests");
+                assert!(reply.headers.contains_key("retry-after"), "{reply:?}");
+            }
+        }
+        assert_eq!(statuses, [400, 400, 400, 400, 400, 429], "{username}");
+    }
+    let user = client_from(3)
+        .post(format!("{base}{path}"))
+        .form(&[("username", name), ("password", password)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(user.status(), 200);
+}
+
+/// The real `hyper_service` binary: each connection's peer address goes
+/// into its requests, so the default throttle keys clients by it.
+mod hyper_service_example {
+    use super::*;
+    use common::example::ExampleServer;
+
+    #[tokio::test]
+    async fn guessing_is_throttled_by_default() {
+        let server = ExampleServer::start(
+            "hyper_service",
+            Some("an example secret of more than thirty-two bytes"),
+            &[],
+        );
+        assert_guessing_is_throttled(&server.base, "/token", "johndoe", "secret").await;
+    }
+}
+
+/// The real `websocket_rooms` binary: its session login (which also sets
+/// the cookie) is throttled like the token endpoint.
+mod websocket_rooms_example {
+    use super::*;
+    use common::example::ExampleServer;
+
+    #[tokio::test]
+    async fn session_login_guessing_is_throttled_by_default() {
+        let server = ExampleServer::start(
+            "websocket_rooms",
+            Some("an example secret of more than thirty-two bytes"),
+            &[],
+        );
+        assert_guessing_is_throttled(&server.base, "/login", "full", "full-pass").await;
     }
 }
 
