@@ -57,6 +57,8 @@
 //!     .route("/me", get(me))
 //!     .with_state(auth);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! // The peer address of each connection: failed logins are throttled by it.
+//! let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
 //! axum::serve(listener, app).await?;
 //! # Ok(()) }
 //! # }

@@ -33,10 +33,12 @@
 //!   back; the per-username and per-client budgets refill with time only.
 //! - An attacker on another address spends their own pair budget, not the
 //!   user's: a single address cannot lock a user out. Many addresses
-//!   together can empty the per-username budget, and then keep it empty by
-//!   spending one failure per `period / max` (45 s by default) from at least
-//!   `max_pair / (pair refill)` addresses; the user is refused with 429 while
-//!   they keep at it, and let in again within 45 s of their stopping.
+//!   together can empty the per-username budget (20), and then keep it
+//!   empty by spending a failure each time it refills (every 45 s by
+//!   default); as each address gets a pair failure back only every 3
+//!   minutes, that takes at least 4 addresses at it all the time. The user
+//!   is refused with 429 while they keep at it, and let in again within
+//!   45 s of their stopping.
 //! - Usernames are compared lowercased (`str::to_lowercase`), so case
 //!   variants of one name share its budgets.
 //!
