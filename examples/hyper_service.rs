@@ -5,6 +5,8 @@
 //! ```
 //!
 //! - `POST /token`  — the OAuth2 password grant (`johndoe` / `secret`);
+//!   failed logins are throttled per username and per client (each
+//!   connection's peer address goes into its requests as a `ClientAddr`);
 //! - `GET /whoami`  — `{"sub", "scope"}` for a valid bearer token, an
 //!   RFC 6750 401 otherwise;
 //! - `GET /health`  — `ok`, no authentication.
@@ -34,7 +36,8 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 use tower_auth::{
-    AuthLayer, Authenticated, Authenticator, Key, MemoryUserStore, Scopes, SimpleUser, TokenCodec,
+    AuthLayer, Authenticated, Authenticator, ClientAddr, Key, MemoryUserStore, Scopes, SimpleUser,
+    TokenCodec,
 };
 
 #[path = "support/serve.rs"]
@@ -75,7 +78,9 @@ async fn main() -> Result<(), BoxError> {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    serve::serve(listener, limits, |_peer| app.clone(), shutdown).await;
+    // `ClientAddr` on each request: the token endpoint throttles failed
+    // logins by the client's address.
+    serve::serve(listener, limits, app, ClientAddr::from, shutdown).await;
     Ok(())
 }
 

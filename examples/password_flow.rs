@@ -41,23 +41,26 @@
 //! `x-refreshed-token` response header (exposed to page scripts through
 //! CORS), for at most 8 hours after login.
 //!
+//! Failed logins are throttled (the library's default): 5 per username and
+//! client address, 20 per username, 100 per address, per 15 minutes; past
+//! them `POST /token` answers 429 with `Retry-After`.
+//!
 //! Users: `johndoe` / `secret` (scopes `me items`) and `alice` / `secretalice`
-//! (disabled: her logins are refused).
+//! (disabled: her logins are refused). johndoe's stored hash is the
+//! tutorial's (argon2id `m=65536,t=3,p=4`); his first login rehashes it with
+//! the current parameters (the log says `password rehashed`).
 
 use std::error::Error;
 use std::io::{IsTerminal, Write};
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
-use axum::http::{HeaderValue, Method, Request};
+use axum::http::{HeaderValue, Method};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use hyper::body::Incoming;
 use serde::Serialize;
-use tower::ServiceExt;
 use tower_auth::axum::{ScopeRequirement, Scoped, token_endpoint};
 use tower_auth::{
     Algorithm, AuthLayer, AuthUser, Authenticated, Authenticator, Key, MemoryUserStore,
@@ -100,6 +103,16 @@ impl AuthUser for User {
 
     fn allowed_scopes(&self) -> Scopes {
         self.scopes.clone()
+    }
+
+    // Lets `MemoryUserStore` keep the hash a login makes with the current
+    // argon2 parameters: johndoe's tutorial hash is upgraded on his first
+    // login (logged as `password rehashed`).
+    fn with_password_hash(&self, phc: String) -> Option<Self> {
+        Some(User {
+            hashed_password: phc,
+            ..self.clone()
+        })
     }
 }
 
@@ -326,22 +339,14 @@ async fn run() -> Result<(), Box<dyn Error>> {
     let base = format!("http://{}", listener.local_addr()?);
     print_usage(&base)?;
 
-    let app = app(auth, cors);
     // Ctrl-C stops accepting and lets requests in flight finish.
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    // Each request carries `ConnectInfo(peer)`, as under `axum::serve`
-    // with `into_make_service_with_connect_info::<SocketAddr>()`, so that
-    // handlers and layers can extract `ConnectInfo<SocketAddr>`.
-    let with_connect_info = |peer: SocketAddr| {
-        app.clone()
-            .map_request(move |mut request: Request<Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(peer));
-                request
-            })
-    };
-    serve::serve(listener, limits, with_connect_info, shutdown).await;
+    // Each request carries `ConnectInfo(peer)`, as under `axum::serve` with
+    // `into_make_service_with_connect_info::<SocketAddr>()`: the token
+    // endpoint throttles failed logins by the client's address.
+    serve::serve(listener, limits, app(auth, cors), ConnectInfo, shutdown).await;
     Ok(())
 }
 

@@ -547,11 +547,19 @@ async fn run() -> Result<(), Box<dyn Error>> {
     });
 
     print_usage(addr)?;
-    let app = app(state);
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    serve::serve(listener, limits, |_peer| app.clone(), shutdown).await;
+    // `ConnectInfo(peer)` on each request: the session login throttles
+    // failed logins by the client's address.
+    serve::serve(
+        listener,
+        limits,
+        app(state),
+        axum::extract::ConnectInfo,
+        shutdown,
+    )
+    .await;
     Ok(())
 }
 

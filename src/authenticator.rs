@@ -6,6 +6,7 @@
 use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use http::Response;
@@ -19,6 +20,7 @@ use crate::origin::OriginGuard;
 use crate::password::PasswordHasher;
 use crate::refresh::SlidingExpiry;
 use crate::scope::Scopes;
+use crate::throttle::LoginThrottle;
 use crate::token::{Claims, ExtraClaims, TokenCodec, TokenRejection, VerifiedTokens, unix_now};
 use crate::user::{AuthUser, DynUserStore, UserStore};
 
@@ -61,6 +63,11 @@ struct Inner<U, X> {
     sliding_expiry: Option<SlidingExpiry>,
     /// `None` when the cache is turned off.
     verified_tokens: Option<VerifiedTokens<X>>,
+    /// Whether a login with an outdated hash rehashes the password; cleared
+    /// for good when the store answers that it keeps no new hashes.
+    rehash_on_login: AtomicBool,
+    /// `None` when login throttling is turned off.
+    login_throttle: Option<LoginThrottle>,
 }
 
 /// How many verified tokens an [`Authenticator`] remembers unless told
@@ -113,9 +120,61 @@ pub struct AuthenticatorBuilder<U, X = ()> {
     extra_claims: Box<ClaimsFor<U, X>>,
     sliding_expiry: Option<SlidingExpiry>,
     token_cache_capacity: u64,
+    rehash_on_login: bool,
+    login_throttle: Option<LoginThrottle>,
 }
 
 impl<U: AuthUser, X: ExtraClaims> AuthenticatorBuilder<U, X> {
+    /// Whether a successful login whose stored hash is outdated
+    /// ([`PasswordHasher::needs_rehash`]) hashes the password again with the
+    /// current parameters and hands the new PHC string to
+    /// [`UserStore::update_password_hash`]. Default: on. The rehash runs in
+    /// a task of its own after the login is answered, through the same
+    /// capped hasher (skipped when its queue is full, tried again at the
+    /// next login); it never raises the token version. A store that keeps no
+    /// new hashes (the trait's default) answers so once, and the
+    /// authenticator stops trying. See the
+    /// [`password`](crate::password#timing-every-refused-login-costs-the-same)
+    /// docs for why hashes should converge.
+    pub fn rehash_on_login(mut self, on: bool) -> Self {
+        self.rehash_on_login = on;
+        self
+    }
+
+    /// How failed logins are throttled; see [`throttle`](crate::throttle)
+    /// for the policy. Default: [`LoginThrottle::new`] (5 failures per
+    /// username and client, 20 per username, 100 per client, per 15
+    /// minutes; clients by peer address). Applied by
+    /// [`Authenticator::login`] and so by the token endpoint and the session
+    /// login.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_auth::{Authenticator, Key, LoginThrottle, MemoryUserStore, SimpleUser, TokenCodec};
+    ///
+    /// let throttle = LoginThrottle::builder()
+    ///     .per_username_and_client(10, Duration::from_secs(3600))
+    ///     .build()
+    ///     .unwrap();
+    /// let codec = TokenCodec::builder(Key::hs256(&[42; 32]).unwrap()).build().unwrap();
+    /// let auth: Authenticator<SimpleUser> = Authenticator::builder(MemoryUserStore::new(), codec)
+    ///     .login_throttle(throttle)
+    ///     .build()
+    ///     .unwrap();
+    /// ```
+    pub fn login_throttle(mut self, throttle: LoginThrottle) -> Self {
+        self.login_throttle = Some(throttle);
+        self
+    }
+
+    /// Turns login throttling off: failed logins are limited by nothing but
+    /// their argon2 cost. For apps that throttle logins elsewhere (a
+    /// gateway, a shared store of their own) and for benchmarks.
+    pub fn no_login_throttle(mut self) -> Self {
+        self.login_throttle = None;
+        self
+    }
+
     /// How many verified tokens to remember, so that a client sending the
     /// same token again does not pay for its signature again (RS256 and
     /// ES256 verification costs tens of microseconds). `0` turns the cache
@@ -216,6 +275,8 @@ impl<U: AuthUser, X: ExtraClaims> AuthenticatorBuilder<U, X> {
             extra_claims: Box::new(claims_for),
             sliding_expiry: self.sliding_expiry,
             token_cache_capacity: self.token_cache_capacity,
+            rehash_on_login: self.rehash_on_login,
+            login_throttle: self.login_throttle,
         }
     }
 
@@ -242,6 +303,8 @@ impl<U: AuthUser, X: ExtraClaims> AuthenticatorBuilder<U, X> {
                 origin,
                 extra_claims: self.extra_claims,
                 sliding_expiry: self.sliding_expiry,
+                rehash_on_login: AtomicBool::new(self.rehash_on_login),
+                login_throttle: self.login_throttle,
             }),
         })
     }
@@ -264,6 +327,8 @@ impl<U: AuthUser> Authenticator<U> {
             extra_claims: Box::new(|_| ()),
             sliding_expiry: None,
             token_cache_capacity: DEFAULT_TOKEN_CACHE_CAPACITY,
+            rehash_on_login: true,
+            login_throttle: Some(LoginThrottle::new()),
         }
     }
 }
@@ -564,6 +629,17 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
         self.inner.store.as_ref()
     }
 
+    /// Whether logins still rehash outdated hashes
+    /// ([`AuthenticatorBuilder::rehash_on_login`]).
+    pub(crate) fn rehashes_on_login(&self) -> bool {
+        self.inner.rehash_on_login.load(Ordering::Relaxed)
+    }
+
+    /// Stops rehashing on login: the store keeps no new hashes.
+    pub(crate) fn stop_rehashing(&self) {
+        self.inner.rehash_on_login.store(false, Ordering::Relaxed);
+    }
+
     /// The app's own claims for new tokens of `user`
     /// ([`AuthenticatorBuilder::extra_claims`]).
     pub(crate) fn extra_claims_for(&self, user: &U) -> X {
@@ -597,6 +673,11 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
     /// The password hasher.
     pub fn passwords(&self) -> &PasswordHasher {
         &self.inner.passwords
+    }
+
+    /// The login throttle, unless turned off.
+    pub fn login_throttle(&self) -> Option<&LoginThrottle> {
+        self.inner.login_throttle.as_ref()
     }
 
     /// The credential sources.
@@ -633,6 +714,9 @@ pub(crate) fn log_rejection(err: &AuthError) {
         AuthError::UserStore(source) => tracing::error!(error = %source, "user store failed"),
         AuthError::InvalidToken(reason) => {
             tracing::debug!(reason = reason.reason_code(), "token refused");
+        }
+        AuthError::LoginThrottled(_) => {
+            tracing::info!(outcome = "too_many_requests", "login throttled");
         }
         other => tracing::debug!(reason = %other, "request refused"),
     }

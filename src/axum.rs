@@ -19,6 +19,13 @@
 //! The token endpoint and the session login ignore bearer credentials
 //! altogether, so a stale token never blocks a new login.
 //!
+//! The two login handlers throttle failed logins per client by the peer
+//! address: serve the router with
+//! `into_make_service_with_connect_info::<SocketAddr>()` (they turn axum's
+//! `ConnectInfo<SocketAddr>` into the [`ClientAddr`] the
+//! [`throttle`](crate::throttle) reads; without it, only the per-username
+//! budget applies).
+//!
 //! The identity extractors use what [`AuthLayer`](crate::AuthLayer) put into
 //! the request; without the layer they run the [`Authenticator`] taken from
 //! the router state (`FromRef`), like FastAPI's `Depends`. Either way the
@@ -42,11 +49,14 @@
 //! ```
 
 use std::marker::PhantomData;
+use std::net::SocketAddr;
 use std::ops::Deref;
 
 use std::convert::Infallible;
 
-use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts, Request, State};
+use axum::extract::{
+    ConnectInfo, FromRef, FromRequestParts, OptionalFromRequestParts, Request, State,
+};
 use axum::response::{IntoResponse, IntoResponseParts, Response, ResponseParts};
 use http::request::Parts;
 
@@ -55,6 +65,7 @@ use crate::error::{AuthError, ErrorRenderer};
 use crate::layer::LayerContext;
 use crate::refresh::Renewal;
 use crate::scope::{Scopes, is_scope_token};
+use crate::throttle::ClientAddr;
 use crate::token::{Claims, ExtraClaims};
 use crate::user::AuthUser;
 
@@ -347,14 +358,31 @@ impl IntoResponseParts for Renewal {
     }
 }
 
+/// The peer address axum recorded (`ConnectInfo<SocketAddr>`) as the
+/// [`ClientAddr`] the login throttle reads, unless one is there already.
+fn with_client_addr(mut request: Request) -> Request {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| ClientAddr::from(*addr));
+    if let Some(peer) = peer
+        && request.extensions().get::<ClientAddr>().is_none()
+    {
+        request.extensions_mut().insert(peer);
+    }
+    request
+}
+
 /// The token endpoint as an axum handler: `post(token_endpoint::<User, ()>)`
 /// on a router whose state provides an [`Authenticator`]. See
-/// [`login`](crate::login) for the request and responses.
+/// [`login`](crate::login) for the request and responses; serve with
+/// connect info so that failed logins are throttled per client (see the
+/// [module docs](self)).
 pub async fn token_endpoint<U: AuthUser, X: ExtraClaims>(
     State(auth): State<Authenticator<U, X>>,
     request: Request,
 ) -> Response {
-    crate::login::token_endpoint(&auth, request)
+    crate::login::token_endpoint(&auth, with_client_addr(request))
         .await
         .into_response()
 }
@@ -367,7 +395,7 @@ pub async fn session_login<U: AuthUser, X: ExtraClaims>(
     State(auth): State<Authenticator<U, X>>,
     request: Request,
 ) -> Response {
-    crate::login::session_login_endpoint(&auth, request)
+    crate::login::session_login_endpoint(&auth, with_client_addr(request))
         .await
         .into_response()
 }

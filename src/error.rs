@@ -10,7 +10,9 @@
 //! | [`Origin`](AuthError::Origin) (cookie from a foreign page) | 403 | — | `invalid_origin` |
 //! | [`LimitExceeded`](AuthError::LimitExceeded) | 429 (+ `Retry-After` for rates) | — | `too_many_requests` |
 //! | [`LimitExceeded::TooLarge`] (one charge over a whole byte budget) | 413 | — | `invalid_request` |
+//! | [`LoginThrottled`](AuthError::LoginThrottled) (too many failed logins) | 429 + `Retry-After` | — | `too_many_requests` |
 //! | [`UserStore`](AuthError::UserStore) | 503 | — | `temporarily_unavailable` |
+//! | [`Password`](AuthError::Password) `Busy` (argon2 queue full) | 503 + `Retry-After` | — | `temporarily_unavailable` |
 //! | [`Internal`](AuthError::Internal) | 500 | — | `server_error` |
 //! | [`Grant`](AuthError::Grant) (token endpoint, RFC 6749 §5.2) | 400 / 413 / 415 | — | the §5.2 code |
 //!
@@ -78,7 +80,9 @@ use crate::credentials::CredentialsRejection;
 use crate::grant::GrantError;
 use crate::limit::LimitExceeded;
 use crate::origin::OriginRejection;
+use crate::password::PasswordError;
 use crate::scope::Scopes;
+use crate::throttle::LoginThrottled;
 use crate::token::{SigningError, TokenRejection};
 use crate::user::BoxError;
 
@@ -113,9 +117,19 @@ pub enum AuthError {
     /// A per-subject limit of the [`limit`](crate::limit) module (429).
     #[error("limit exceeded: {}", .0.reason_code())]
     LimitExceeded(LimitExceeded),
+    /// A login refused by the [`throttle`](crate::throttle): too many
+    /// failed logins for its username or client (429, before any password
+    /// work).
+    #[error("login throttled")]
+    LoginThrottled(LoginThrottled),
     /// The application's user store failed; the source is logged, never sent.
     #[error("user store failed")]
     UserStore(#[source] BoxError),
+    /// The password hasher could not answer: its queue is full
+    /// ([`PasswordError::Busy`], 503 with `Retry-After`) or argon2 failed
+    /// (500).
+    #[error("password hashing: {0}")]
+    Password(PasswordError),
     /// A server-side fault, such as an extractor used without its layer.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -133,7 +147,8 @@ impl AuthError {
     /// ([`TokenRejection::reason_code`], [`OriginRejection::reason_code`],
     /// [`LimitExceeded::reason_code`]), so logs and metrics share one
     /// vocabulary; the others are `missing_credentials`, `invalid_request`,
-    /// `insufficient_scope`, `user_store` and `internal`, and a
+    /// `insufficient_scope`, `login_throttled`, `password_busy`,
+    /// `password_hashing`, `user_store` and `internal`, and a
     /// token-endpoint error is its RFC 6749 §5.2 code (`invalid_grant`,
     /// `invalid_request`, `unsupported_grant_type`, `invalid_scope`) or
     /// `unsupported_media_type` / `payload_too_large`.
@@ -153,6 +168,9 @@ impl AuthError {
             AuthError::InsufficientScope { .. } => "insufficient_scope",
             AuthError::Origin(rejection) => rejection.reason_code(),
             AuthError::LimitExceeded(exceeded) => exceeded.reason_code(),
+            AuthError::LoginThrottled(_) => "login_throttled",
+            AuthError::Password(PasswordError::Busy) => "password_busy",
+            AuthError::Password(_) => "password_hashing",
             AuthError::UserStore(_) => "user_store",
             AuthError::Internal(_) => "internal",
             AuthError::Grant(grant) => match grant {
@@ -194,6 +212,18 @@ impl From<OriginRejection> for AuthError {
 impl From<LimitExceeded> for AuthError {
     fn from(exceeded: LimitExceeded) -> Self {
         AuthError::LimitExceeded(exceeded)
+    }
+}
+
+impl From<LoginThrottled> for AuthError {
+    fn from(throttled: LoginThrottled) -> Self {
+        AuthError::LoginThrottled(throttled)
+    }
+}
+
+impl From<PasswordError> for AuthError {
+    fn from(err: PasswordError) -> Self {
+        AuthError::Password(err)
     }
 }
 
@@ -328,15 +358,23 @@ fn default_response(
             headers.insert(WWW_AUTHENTICATE, value);
         }
     }
-    if matches!(error, AuthError::Grant(_)) {
+    if matches!(error, AuthError::Grant(_) | AuthError::LoginThrottled(_)) {
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
-    if let AuthError::LimitExceeded(limit) = error
-        && let Some(wait) = limit.retry_after()
-    {
+    let wait = match error {
+        AuthError::LimitExceeded(limit) => limit.retry_after(),
+        AuthError::LoginThrottled(throttled) => Some(throttled.retry_after()),
+        _ => None,
+    };
+    if let Some(wait) = wait {
         // Whole seconds, rounded up: a client waiting that long is let in.
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         headers.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
+    if let AuthError::Password(err) = error
+        && let Some(wait) = err.retry_after()
+    {
+        headers.insert(RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)));
     }
     response
 }
@@ -376,10 +414,25 @@ fn status_code_description(error: &AuthError) -> (StatusCode, &'static str, Stri
             "too_many_requests",
             limit_description(*limit).into(),
         ),
+        AuthError::LoginThrottled(_) => (
+            S::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            "too many failed logins; try again later".into(),
+        ),
         AuthError::UserStore(_) => (
             S::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",
             "the user store is unavailable".into(),
+        ),
+        AuthError::Password(PasswordError::Busy) => (
+            S::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "too many logins at once; try again shortly".into(),
+        ),
+        AuthError::Password(_) => (
+            S::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "password hashing failed".into(),
         ),
         AuthError::Internal(what) => (S::INTERNAL_SERVER_ERROR, "server_error", (*what).into()),
         AuthError::Grant(grant) => match grant {
@@ -520,6 +573,17 @@ mod tests {
         assert_eq!(res.status(), 413);
         assert!(res.headers().get(RETRY_AFTER).is_none());
         assert!(res.headers().get(WWW_AUTHENTICATE).is_none());
+    }
+
+    #[test]
+    fn a_busy_hasher_is_503_with_retry_after() {
+        let res = render(&AuthError::Password(PasswordError::Busy));
+        assert_eq!(res.status(), 503);
+        assert_eq!(res.headers()[RETRY_AFTER], "1");
+        assert!(res.headers().get(WWW_AUTHENTICATE).is_none());
+        let res = render(&AuthError::Password(PasswordError::Hashing));
+        assert_eq!(res.status(), 500);
+        assert!(res.headers().get(RETRY_AFTER).is_none());
     }
 
     #[test]

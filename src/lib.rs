@@ -26,7 +26,7 @@
 //!
 //! | floor | rooms |
 //! | --- | --- |
-//! | core | [`config`] (the configuration error), [`scope`] (scope sets), [`credentials`] (where a token is found), [`origin`] (the Origin rules for cookies and WebSocket upgrades), [`token`] (keys, verification, issuing), [`password`] (argon2id off the async workers), [`user`] (your users), [`limit`] (per-user rates and connection caps), [`grant`] (the OAuth2 token endpoint's wire format) — each with its own rejection type |
+//! | core | [`config`] (the configuration error), [`scope`] (scope sets), [`credentials`] (where a token is found), [`origin`] (the Origin rules for cookies and WebSocket upgrades), [`token`] (keys, verification, issuing), [`password`] (argon2id off the async workers), [`user`] (your users), [`limit`] (per-user rates and connection caps), [`throttle`] (failed logins per username and client), [`grant`] (the OAuth2 token endpoint's wire format) — each with its own rejection type |
 //! | road | [`error`] (`AuthError` and the one renderer of errors), [`refresh`] (sliding expiry), [`authenticator`] (the road itself), [`login`] (the password grant, cookie sessions) |
 //! | surfaces | [`layer`] (the tower layer), [`guard`] (scope and rate guards), [`ws`] (close codes, token expiry in a socket loop), `axum` (extractors and handlers, feature `axum`) |
 //!
@@ -57,6 +57,8 @@
 //!     .route("/me", get(me))
 //!     .with_state(auth);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! // The peer address of each connection: failed logins are throttled by it.
+//! let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
 //! axum::serve(listener, app).await?;
 //! # Ok(()) }
 //! # }
@@ -87,6 +89,7 @@ pub mod token;
 pub mod password;
 pub mod user;
 pub mod limit;
+pub mod throttle;
 pub mod grant;
 // The road: the one error that is rendered, and the Authenticator.
 pub mod error;
@@ -115,5 +118,6 @@ pub use origin::OriginGuard;
 pub use password::{PasswordError, PasswordHasher};
 pub use refresh::{Renewal, SlidingExpiry};
 pub use scope::{InvalidScope, Scopes};
+pub use throttle::{ClientAddr, LoginThrottle, LoginThrottled};
 pub use token::{Claims, Key, TokenCodec, TokenRejection};
-pub use user::{AuthUser, MemoryUserStore, SimpleUser, UserStore};
+pub use user::{AuthUser, MemoryUserStore, PasswordUpdate, SimpleUser, UserStore};

@@ -25,6 +25,7 @@
 //! CSRF, logout CSRF); a client sending neither `Origin` nor
 //! `Sec-Fetch-Site` (`curl`) is served.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -42,7 +43,7 @@ use crate::password::PasswordError;
 use crate::refresh::Renewal;
 use crate::scope::Scopes;
 use crate::token::ExtraClaims;
-use crate::user::AuthUser;
+use crate::user::{AuthUser, PasswordUpdate};
 
 // `Authenticator::login` is defined here, not in `authenticator`, so that
 // imports run one way: this room uses the authenticator, never the reverse.
@@ -50,10 +51,100 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
     /// The OAuth2 password grant: checks the password (off the async
     /// workers), grants the requested scopes the user holds (all of them
     /// when none are requested; `invalid_scope` when the user holds none of
-    /// those requested) and issues an access token. Unknown user,
-    /// wrong password and disabled user all give the same
-    /// [`GrantError::InvalidGrant`], at the same cost.
-    pub async fn login(&self, grant: &PasswordGrant) -> Result<TokenResponse, AuthError> {
+    /// those requested) and issues an access token.
+    ///
+    /// `client` is the client's key for the
+    /// [login throttle](crate::AuthenticatorBuilder::login_throttle) (the
+    /// endpoints take it from the request with
+    /// [`LoginThrottle::client_key`](crate::LoginThrottle::client_key));
+    /// `None` leaves only the per-username
+    /// budget. Past a budget the login is refused with
+    /// [`AuthError::LoginThrottled`] (429) before the user is looked up and
+    /// before any argon2 work. A refusal is counted before it is answered.
+    ///
+    /// Unknown user, wrong password, disabled user, user without a
+    /// password, malformed or over-ceiling stored hash all give the same
+    /// [`GrantError::InvalidGrant`], at the same cost: the costliest
+    /// verification's, through a dummy verification and a floor under
+    /// every refusal (see the [`password`](crate::password#timing-every-refused-login-costs-the-same)
+    /// docs).
+    pub async fn login(
+        &self,
+        grant: &PasswordGrant,
+        client: Option<&str>,
+    ) -> Result<TokenResponse, AuthError> {
+        let attempt = match self.login_throttle() {
+            Some(throttle) => Some(throttle.check(&grant.username, client)?),
+            None => None,
+        };
+        let started = tokio::time::Instant::now();
+        let user = match self.check_password(grant).await {
+            Ok(user) => user,
+            Err(err) => {
+                if matches!(err, AuthError::Grant(GrantError::InvalidGrant)) {
+                    // Counted now: a client hanging up during the wait
+                    // below does not escape it.
+                    if let Some(attempt) = attempt {
+                        attempt.failed();
+                    }
+                    // Not before the costliest recent verification would
+                    // have answered: a cheaper hash must not show.
+                    let floor = self.passwords().failure_floor();
+                    tokio::time::sleep_until(started + floor).await;
+                }
+                return Err(err);
+            }
+        };
+        if let Some(attempt) = attempt {
+            attempt.succeeded();
+        }
+        if self.rehashes_on_login()
+            && user
+                .password_hash()
+                .is_some_and(|stored| self.passwords().needs_rehash(stored))
+        {
+            // Not awaited: the login is answered now.
+            tokio::spawn(
+                self.clone()
+                    .rehash(Arc::clone(&user), grant.password.clone()),
+            );
+        }
+        self.issue_for(&user, grant)
+    }
+
+    /// Hashes `password` again with the current parameters and hands the
+    /// new PHC string to the store; see
+    /// [`AuthenticatorBuilder::rehash_on_login`](crate::AuthenticatorBuilder::rehash_on_login).
+    async fn rehash(self, user: Arc<U>, password: String) {
+        let sub = user.subject();
+        let new_hash = match self.passwords().hash(&password).await {
+            Ok(new_hash) => new_hash,
+            Err(err) => {
+                tracing::info!(sub = ?sub, error = %err, "password rehash skipped");
+                return;
+            }
+        };
+        match self.store().update_password_hash(&user, new_hash).await {
+            Ok(PasswordUpdate::Updated) => tracing::info!(sub = ?sub, "password rehashed"),
+            Ok(PasswordUpdate::Stale) => {
+                tracing::info!(sub = ?sub, "password rehash dropped: the stored hash changed");
+            }
+            Ok(PasswordUpdate::Unsupported) => {
+                self.stop_rehashing();
+                tracing::info!(
+                    "the user store keeps no new password hashes: rehash on login stops"
+                );
+            }
+            Err(err) => {
+                tracing::error!(sub = ?sub, error = %err, "user store failed to keep a rehashed password")
+            }
+        }
+    }
+
+    /// The user whose password `grant` carries, if they may log in; every
+    /// refusal is [`GrantError::InvalidGrant`] after an argon2 run, real or
+    /// dummy.
+    async fn check_password(&self, grant: &PasswordGrant) -> Result<Arc<U>, AuthError> {
         let passwords = self.passwords();
         let user = self
             .store()
@@ -64,7 +155,7 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
                 AuthError::UserStore(err)
             })?;
         let Some((user, stored)) = user.as_ref().and_then(|u| Some((u, u.password_hash()?))) else {
-            passwords.verify_unknown_user(&grant.password).await;
+            passwords.verify_unknown_user(&grant.password).await?;
             tracing::info!(
                 outcome = "invalid_grant",
                 reason = "unknown_user",
@@ -75,8 +166,14 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
         let matches = match passwords.verify(&grant.password, stored).await {
             Ok(matches) => matches,
             Err(PasswordError::TooLong) => false,
+            // Too many logins at once: 503, for a known user as for an
+            // unknown one.
+            Err(err @ PasswordError::Busy) => return Err(err.into()),
             Err(err) => {
                 tracing::error!(sub = user.subject(), error = %err, "stored password hash unusable");
+                // Refused before argon2 ran: spend what a verification
+                // costs anyway (DESIGN decision 13).
+                passwords.verify_unknown_user(&grant.password).await?;
                 false
             }
         };
@@ -94,6 +191,11 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
             );
             return Err(GrantError::InvalidGrant.into());
         }
+        Ok(Arc::clone(user))
+    }
+
+    /// The token response for `user`, who proved their password.
+    fn issue_for(&self, user: &U, grant: &PasswordGrant) -> Result<TokenResponse, AuthError> {
         let allowed = user.allowed_scopes();
         let scope = match &grant.scope {
             Some(requested) => requested.intersection(&allowed),
@@ -306,5 +408,8 @@ where
             }
         })?;
     let grant = PasswordGrant::from_form(content_type, &body.to_bytes())?;
-    auth.login(&grant).await
+    let client = auth
+        .login_throttle()
+        .and_then(|throttle| throttle.client_key(&parts));
+    auth.login(&grant, client.as_deref()).await
 }

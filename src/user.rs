@@ -62,6 +62,35 @@ pub trait AuthUser: Send + Sync + 'static {
     fn token_version(&self) -> u64 {
         0
     }
+
+    /// A copy of this user whose stored password hash is `phc`, everything
+    /// else (subject, username, token version) unchanged; `None` (the
+    /// default) when the type cannot hold a new hash. [`MemoryUserStore`]
+    /// uses it to keep the hash a login rehashed with the current argon2
+    /// parameters (see [`UserStore::update_password_hash`]); a store backed
+    /// by a database writes the hash itself and needs nothing here.
+    fn with_password_hash(&self, phc: String) -> Option<Self>
+    where
+        Self: Sized,
+    {
+        let _ = phc;
+        None
+    }
+}
+
+/// What [`UserStore::update_password_hash`] did with a new hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PasswordUpdate {
+    /// The user's stored hash is now the new one.
+    Updated,
+    /// The user's stored hash is no longer the one that was verified (the
+    /// password changed meanwhile, or the user is gone): nothing was
+    /// written.
+    Stale,
+    /// This store does not keep new hashes (the default): the
+    /// authenticator stops rehashing for it.
+    Unsupported,
 }
 
 /// Where the application keeps its users. Implement it with `async fn`s:
@@ -112,6 +141,31 @@ pub trait UserStore: Send + Sync + 'static {
         &self,
         username: &str,
     ) -> impl Future<Output = Result<Option<Arc<Self::User>>, Self::Error>> + Send;
+
+    /// Replaces `user`'s stored password hash by `new_hash`, a PHC string of
+    /// the same password made with the current argon2 parameters, after a
+    /// successful login found the stored one outdated
+    /// ([`PasswordHasher::needs_rehash`](crate::PasswordHasher::needs_rehash)).
+    /// Runs in a task of its own, after the login was answered; it must not
+    /// raise the token version (the user stays logged in everywhere).
+    ///
+    /// Write only if the stored hash is still `user.password_hash()`, the
+    /// one that was verified, and answer [`PasswordUpdate::Stale`]
+    /// otherwise: a password changed meanwhile must not be reverted. In SQL:
+    /// `UPDATE users SET password_hash = $new WHERE id = $id AND
+    /// password_hash = $old`.
+    ///
+    /// The default writes nothing and answers
+    /// [`PasswordUpdate::Unsupported`]; the authenticator then stops
+    /// rehashing for this store after that first attempt.
+    fn update_password_hash(
+        &self,
+        user: &Self::User,
+        new_hash: String,
+    ) -> impl Future<Output = Result<PasswordUpdate, Self::Error>> + Send {
+        let _ = (user, new_hash);
+        std::future::ready(Ok(PasswordUpdate::Unsupported))
+    }
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -127,6 +181,11 @@ pub(crate) trait DynUserStore<U>: Send + Sync {
         &'a self,
         username: &'a str,
     ) -> BoxFuture<'a, Result<Option<Arc<U>>, BoxError>>;
+    fn update_password_hash<'a>(
+        &'a self,
+        user: &'a U,
+        new_hash: String,
+    ) -> BoxFuture<'a, Result<PasswordUpdate, BoxError>>;
 }
 
 impl<S: UserStore> DynUserStore<S::User> for S {
@@ -147,6 +206,18 @@ impl<S: UserStore> DynUserStore<S::User> for S {
     ) -> BoxFuture<'a, Result<Option<Arc<S::User>>, BoxError>> {
         Box::pin(async move {
             UserStore::find_by_username(self, username)
+                .await
+                .map_err(Into::into)
+        })
+    }
+
+    fn update_password_hash<'a>(
+        &'a self,
+        user: &'a S::User,
+        new_hash: String,
+    ) -> BoxFuture<'a, Result<PasswordUpdate, BoxError>> {
+        Box::pin(async move {
+            UserStore::update_password_hash(self, user, new_hash)
                 .await
                 .map_err(Into::into)
         })
@@ -207,6 +278,13 @@ impl AuthUser for SimpleUser {
     fn token_version(&self) -> u64 {
         self.token_version
     }
+
+    fn with_password_hash(&self, phc: String) -> Option<Self> {
+        Some(SimpleUser {
+            password_hash: phc,
+            ..self.clone()
+        })
+    }
 }
 
 /// Users held in memory, keyed by subject, with a username index. Cheap to
@@ -235,6 +313,19 @@ struct Users<U> {
     subject_by_username: Map<String>,
 }
 
+impl<U: AuthUser> Users<U> {
+    fn insert(&mut self, user: U) {
+        let subject = user.subject().to_owned();
+        if let Some(old) = self.by_subject.get(&subject) {
+            let old_name = old.username().to_owned();
+            self.subject_by_username.remove(&old_name);
+        }
+        self.subject_by_username
+            .insert(user.username().to_owned(), subject.clone());
+        self.by_subject.insert(subject, Arc::new(user));
+    }
+}
+
 impl<U: AuthUser> Default for MemoryUserStore<U> {
     fn default() -> Self {
         Self::new()
@@ -254,16 +345,7 @@ impl<U: AuthUser> MemoryUserStore<U> {
 
     /// Adds or replaces a user.
     pub fn insert(&self, user: U) {
-        let mut users = self.write();
-        let subject = user.subject().to_owned();
-        if let Some(old) = users.by_subject.get(&subject) {
-            let old_name = old.username().to_owned();
-            users.subject_by_username.remove(&old_name);
-        }
-        users
-            .subject_by_username
-            .insert(user.username().to_owned(), subject.clone());
-        users.by_subject.insert(subject, Arc::new(user));
+        self.write().insert(user);
     }
 
     /// Changes a copy of the user with this subject and stores it in the
@@ -326,6 +408,29 @@ impl<U: AuthUser> UserStore for MemoryUserStore<U> {
             .and_then(|sub| users.by_subject.get(sub))
             .cloned())
     }
+
+    /// Stores the new hash through [`AuthUser::with_password_hash`] if the
+    /// user's hash is still the one `user` holds ([`PasswordUpdate::Stale`]
+    /// otherwise); [`PasswordUpdate::Unsupported`] when `U` cannot hold a
+    /// new hash.
+    async fn update_password_hash(
+        &self,
+        user: &U,
+        new_hash: String,
+    ) -> Result<PasswordUpdate, Infallible> {
+        let mut users = self.write();
+        let Some(current) = users.by_subject.get(user.subject()) else {
+            return Ok(PasswordUpdate::Stale);
+        };
+        if current.password_hash() != user.password_hash() {
+            return Ok(PasswordUpdate::Stale);
+        }
+        let Some(updated) = current.with_password_hash(new_hash) else {
+            return Ok(PasswordUpdate::Unsupported);
+        };
+        users.insert(updated);
+        Ok(PasswordUpdate::Updated)
+    }
 }
 
 #[cfg(test)]
@@ -360,5 +465,49 @@ mod tests {
             .unwrap();
         assert!(!after.active);
         assert!(!store.update("nobody", |u| u.active = false));
+    }
+
+    #[tokio::test]
+    async fn a_new_hash_replaces_only_the_hash_that_was_verified() {
+        let store = MemoryUserStore::new();
+        store.insert(SimpleUser::new("johndoe", "old"));
+        let verified = store.get("johndoe").unwrap();
+        assert_eq!(
+            UserStore::update_password_hash(&store, &verified, "new".into()).await,
+            Ok(PasswordUpdate::Updated)
+        );
+        let now = store.get("johndoe").unwrap();
+        assert_eq!(now.password_hash, "new");
+        assert_eq!((now.active, now.token_version), (true, 0));
+        // The password changed since `verified` was loaded: not reverted.
+        assert_eq!(
+            UserStore::update_password_hash(&store, &verified, "newer".into()).await,
+            Ok(PasswordUpdate::Stale)
+        );
+        assert_eq!(store.get("johndoe").unwrap().password_hash, "new");
+        store.remove("johndoe");
+        assert_eq!(
+            UserStore::update_password_hash(&store, &now, "newer".into()).await,
+            Ok(PasswordUpdate::Stale)
+        );
+    }
+
+    #[tokio::test]
+    async fn users_that_cannot_hold_a_new_hash_are_unsupported() {
+        struct Fixed;
+        impl AuthUser for Fixed {
+            fn subject(&self) -> &str {
+                "fixed"
+            }
+            fn password_hash(&self) -> Option<&str> {
+                Some("old")
+            }
+        }
+        let store = MemoryUserStore::new();
+        store.insert(Fixed);
+        assert_eq!(
+            UserStore::update_password_hash(&store, &Fixed, "new".into()).await,
+            Ok(PasswordUpdate::Unsupported)
+        );
     }
 }

@@ -30,7 +30,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
-use tower::Service;
+use tower::{Service, ServiceExt};
 
 /// The limits, from the environment.
 #[derive(Debug, Clone, Copy)]
@@ -74,12 +74,17 @@ fn env_number(
         })
 }
 
-/// Serves each accepted connection with `service_for(peer address)` until
+/// Serves each accepted connection with a clone of `service` until
 /// `shutdown` resolves, then waits for the open connections to finish.
-pub async fn serve<S, B>(
+/// Every request carries `peer(the connection's address)` in its
+/// extensions: axum's `ConnectInfo` (what `into_make_service_with_connect_info`
+/// would insert) or tower-auth's `ClientAddr`, which the login throttle
+/// reads.
+pub async fn serve<S, B, E>(
     listener: TcpListener,
     limits: ServerLimits,
-    mut service_for: impl FnMut(SocketAddr) -> S,
+    service: S,
+    peer: fn(SocketAddr) -> E,
     shutdown: impl Future<Output = ()>,
 ) where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
@@ -90,6 +95,7 @@ pub async fn serve<S, B>(
     B: http_body::Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn Error + Send + Sync>>,
+    E: Clone + Send + Sync + 'static,
 {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -106,7 +112,7 @@ pub async fn serve<S, B>(
                 Err(_) => break, // the semaphore is never closed
             },
         };
-        let (stream, peer) = tokio::select! {
+        let (stream, address) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -118,11 +124,15 @@ pub async fn serve<S, B>(
                 }
             },
         };
+        let extension = peer(address);
+        let service = service
+            .clone()
+            .map_request(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(extension.clone());
+                request
+            });
         let connection = http
-            .serve_connection(
-                TokioIo::new(stream),
-                TowerToHyperService::new(service_for(peer)),
-            )
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
             .with_upgrades();
         let mut stop = stop.clone();
         tokio::spawn(async move {

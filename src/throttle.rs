@@ -1,0 +1,809 @@
+//! Login throttling: failed logins limited per (username, client), per
+//! username and per client, before any password work. On by default in the
+//! token endpoint and the session login
+//! ([`AuthenticatorBuilder::login_throttle`](crate::AuthenticatorBuilder::login_throttle)).
+//!
+//! # The policy
+//!
+//! Three budgets of failed logins, each a GCRA on [`governor`] (a budget of
+//! `max` per `period` holds `max` failures at once and gives one back every
+//! `period / max`):
+//!
+//! | budget | default | stops |
+//! | --- | --- | --- |
+//! | per (username, client) | 5 per 15 minutes | one client guessing one account |
+//! | per username | 20 per 15 minutes | a guess spread over many addresses |
+//! | per client | 100 per 15 minutes | one client trying many usernames (spraying) |
+//!
+//! - A login is checked against every budget before the user is looked up
+//!   and before any argon2 work: past any of them it is refused at once
+//!   with [`LoginThrottled`], rendered as 429 `too_many_requests` with
+//!   `Retry-After` (RFC 6585), whatever the password. Usernames are keys
+//!   whether or not they exist, so unknown ones are throttled exactly like
+//!   known ones and the answers tell nothing.
+//! - Only failures count (`invalid_grant`); a store outage, a busy hasher or
+//!   a client that hangs up before the answer count nothing. A failure is
+//!   counted before the refusal is sent, so hanging up during the answer's
+//!   [floor](crate::password#timing-every-refused-login-costs-the-same)
+//!   does not escape it.
+//! - Logins in flight count against the budgets too: with 5 failures left,
+//!   a 6th login sent while 5 are still being checked is refused, so a
+//!   client cannot race past its budget with concurrent requests.
+//! - A successful login gives its (username, client) pair its whole budget
+//!   back; the per-username and per-client budgets refill with time only.
+//! - An attacker on another address spends their own pair budget, not the
+//!   user's: a single address cannot lock a user out. Many addresses
+//!   together can empty the per-username budget (20), and then keep it
+//!   empty by spending a failure each time it refills (every 45 s by
+//!   default); as each address gets a pair failure back only every 3
+//!   minutes, that takes at least 4 addresses at it all the time. The user
+//!   is refused with 429 while they keep at it, and let in again within
+//!   45 s of their stopping.
+//! - Usernames are compared lowercased (`str::to_lowercase`), so case
+//!   variants of one name share its budgets.
+//!
+//! # The client
+//!
+//! By default the client is the peer address of the connection, read from a
+//! [`ClientAddr`] in the request's extensions: the axum handlers put it
+//! there from axum's `ConnectInfo<SocketAddr>` (serve with
+//! `into_make_service_with_connect_info::<SocketAddr>()`); a hyper server
+//! inserts it for each connection. IPv6 clients are keyed by their /64
+//! prefix, which one host usually holds whole. A client-supplied
+//! `X-Forwarded-For` is never read unless the app says so with
+//! [`LoginThrottleBuilder::client_key`]. Without a client key, only the
+//! per-username budget applies (logged once as a warning).
+//!
+//! # Memory
+//!
+//! The failure counts live in one table bounded by
+//! [`max_memory`](LoginThrottleBuilder::max_memory) (default 32 MiB, each
+//! entry weighed by its key's length plus 128 bytes: about 200 000 entries
+//! for short keys). It is a CLOCK-Pro cache ([`quick_cache`]): past the
+//! bound it forgets entries touched once before those touched again, so a
+//! flood of random usernames (each touched once) evicts itself first, while
+//! an account under attack, touched by every guess, stays. What an attacker
+//! can do at the bound: evict a pair or username entry that has not been
+//! touched for a while, by spending more failed logins than the table holds
+//! (each limited by its client's budget); the evicted key starts again with
+//! a full budget, which it would have refilled to by then anyway in most
+//! cases. What they cannot do: grow the memory past the bound, or reset an
+//! entry they keep touching. Logins in flight are counted in a map of their
+//! own, as large as the number of logins in flight.
+//!
+//! # Shared state
+//!
+//! The state sits behind one small type with three operations (check a
+//! login's keys, record a failure, reset a pair), so that it can move to a
+//! store shared by many instances of an app.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::Hash;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::nanos::Nanos;
+use governor::state::StateStore;
+use governor::{Quota, RateLimiter};
+use http::request::Parts;
+
+use crate::config::ConfigError;
+
+/// A login refused by the [`LoginThrottle`]: too many failed logins for its
+/// username, its client, or the two together. Rendered as 429
+/// `too_many_requests` with `Retry-After` by the [`error`](crate::error)
+/// module (as `AuthError::LoginThrottled`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many failed logins")]
+pub struct LoginThrottled {
+    retry_after: Duration,
+}
+
+impl LoginThrottled {
+    /// How long until the login would be checked again (sent as
+    /// `Retry-After`, in whole seconds rounded up).
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+}
+
+/// The address of the client at the other end of a connection, as the
+/// server saw it. Put it into each request's extensions (a hyper server:
+/// from `TcpListener::accept`; the axum handlers do it from
+/// `ConnectInfo<SocketAddr>`) and the [`LoginThrottle`] keys clients by it.
+///
+/// ```
+/// use tower_auth::throttle::ClientAddr;
+///
+/// # let mut request = http::Request::new(());
+/// # let peer: std::net::SocketAddr = "192.0.2.7:50000".parse().unwrap();
+/// request.extensions_mut().insert(ClientAddr::from(peer));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientAddr(pub IpAddr);
+
+impl From<SocketAddr> for ClientAddr {
+    fn from(addr: SocketAddr) -> Self {
+        ClientAddr(addr.ip())
+    }
+}
+
+impl ClientAddr {
+    /// The throttle's key for this client: an IPv4 address as is (also when
+    /// mapped into IPv6), an IPv6 address by its /64 prefix.
+    pub fn throttle_key(&self) -> String {
+        match self.0.to_canonical() {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => {
+                let prefix = Ipv6Addr::from_bits(v6.to_bits() & (u128::MAX << 64));
+                format!("{prefix}/64")
+            }
+        }
+    }
+}
+
+type ClientKeyFn = dyn Fn(&Parts) -> Option<String> + Send + Sync;
+
+/// How many failures per how long.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    max: u32,
+    period: Duration,
+}
+
+impl Budget {
+    const fn per_15_minutes(max: u32) -> Self {
+        Budget {
+            max,
+            period: Duration::from_secs(15 * 60),
+        }
+    }
+
+    fn quota(self) -> Result<Quota, ConfigError> {
+        let burst = NonZeroU32::new(self.max).ok_or(ConfigError::Limit(
+            "a login throttle budget must allow at least one failure",
+        ))?;
+        let quota = Quota::with_period(self.period / self.max).ok_or(ConfigError::Limit(
+            "a login throttle budget's period is too short",
+        ))?;
+        Ok(quota.allow_burst(burst))
+    }
+}
+
+/// The default bound on the throttle's memory; see
+/// [`LoginThrottleBuilder::max_memory`].
+pub const DEFAULT_MAX_MEMORY: u64 = 32 * 1024 * 1024;
+
+/// What an entry of the table costs beyond its key's bytes (the value, the
+/// cache's bookkeeping, the key's allocation).
+const ENTRY_OVERHEAD: u64 = 128;
+
+/// Configures a [`LoginThrottle`]; checked by [`build`](Self::build).
+#[must_use]
+pub struct LoginThrottleBuilder {
+    per_pair: Budget,
+    per_username: Budget,
+    per_client: Budget,
+    max_memory: u64,
+    client_key: Option<Arc<ClientKeyFn>>,
+}
+
+impl LoginThrottleBuilder {
+    /// Failed logins allowed per (username, client) per `period`. Default:
+    /// 5 per 15 minutes.
+    pub fn per_username_and_client(mut self, max: u32, period: Duration) -> Self {
+        self.per_pair = Budget { max, period };
+        self
+    }
+
+    /// Failed logins allowed per username, from all clients together, per
+    /// `period`. Default: 20 per 15 minutes.
+    pub fn per_username(mut self, max: u32, period: Duration) -> Self {
+        self.per_username = Budget { max, period };
+        self
+    }
+
+    /// Failed logins allowed per client, for all usernames together, per
+    /// `period`. Default: 100 per 15 minutes.
+    pub fn per_client(mut self, max: u32, period: Duration) -> Self {
+        self.per_client = Budget { max, period };
+        self
+    }
+
+    /// The bound on the failure table's memory, in bytes (each entry weighs
+    /// its key's length plus 128). Default: [`DEFAULT_MAX_MEMORY`]. See
+    /// [memory](self#memory) for what happens at the bound.
+    pub fn max_memory(mut self, bytes: u64) -> Self {
+        self.max_memory = bytes;
+        self
+    }
+
+    /// How to tell clients apart, instead of the peer address
+    /// ([`ClientAddr`]); `None` means "unknown client" (only the
+    /// per-username budget applies). Behind a reverse proxy that you trust
+    /// and that appends the peer's address to `X-Forwarded-For`, take the
+    /// last entry (every other one is the client's to choose):
+    ///
+    /// ```
+    /// use tower_auth::throttle::LoginThrottle;
+    ///
+    /// let throttle = LoginThrottle::builder()
+    ///     .client_key(|parts| {
+    ///         let forwarded = parts.headers.get("x-forwarded-for")?.to_str().ok()?;
+    ///         let last = forwarded.rsplit(',').next()?.trim();
+    ///         let ip: std::net::IpAddr = last.parse().ok()?;
+    ///         Some(tower_auth::throttle::ClientAddr(ip).throttle_key())
+    ///     })
+    ///     .build()
+    ///     .unwrap();
+    /// ```
+    pub fn client_key(
+        mut self,
+        key: impl Fn(&Parts) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.client_key = Some(Arc::new(key));
+        self
+    }
+
+    /// Checks the budgets (at least one failure, a period of at least one
+    /// nanosecond per failure) and the memory bound (room for one entry).
+    pub fn build(self) -> Result<LoginThrottle, ConfigError> {
+        if self.max_memory < 2 * ENTRY_OVERHEAD {
+            return Err(ConfigError::Limit(
+                "the login throttle's memory bound is too small",
+            ));
+        }
+        let table = FailureTable::new(self.max_memory);
+        let failures = FailedLogins {
+            per_pair: limiter(self.per_pair.quota()?, &table),
+            per_username: limiter(self.per_username.quota()?, &table),
+            per_client: limiter(self.per_client.quota()?, &table),
+            table,
+            in_flight: Mutex::default(),
+        };
+        Ok(LoginThrottle {
+            inner: Arc::new(ThrottleInner {
+                failures,
+                budgets: [self.per_pair, self.per_username, self.per_client],
+                client_key: self.client_key,
+                warned_unknown_client: AtomicBool::new(false),
+            }),
+        })
+    }
+}
+
+/// Limits failed logins per (username, client), per username and per
+/// client; see the [module docs](self) for the policy and its defaults.
+/// Cheap to clone: clones share their state.
+///
+/// [`Authenticator::login`](crate::Authenticator::login) applies it; a
+/// custom login handler can too:
+///
+/// ```
+/// # async fn check_password() -> bool { false }
+/// use tower_auth::throttle::LoginThrottle;
+///
+/// # async fn handler() -> Result<(), tower_auth::throttle::LoginThrottled> {
+/// let throttle = LoginThrottle::new();
+/// let attempt = throttle.check("johndoe", Some("192.0.2.7"))?; // 429 when Err
+/// if check_password().await {
+///     attempt.succeeded();
+/// } else {
+///     attempt.failed();
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct LoginThrottle {
+    inner: Arc<ThrottleInner>,
+}
+
+struct ThrottleInner {
+    failures: FailedLogins,
+    /// Per pair, per username, per client: for `Debug`.
+    budgets: [Budget; 3],
+    client_key: Option<Arc<ClientKeyFn>>,
+    warned_unknown_client: AtomicBool,
+}
+
+impl fmt::Debug for LoginThrottle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [per_pair, per_username, per_client] = self.inner.budgets;
+        f.debug_struct("LoginThrottle")
+            .field("per_username_and_client", &per_pair)
+            .field("per_username", &per_username)
+            .field("per_client", &per_client)
+            .field("custom_client_key", &self.inner.client_key.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for LoginThrottle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LoginThrottle {
+    /// The default policy: 5 failures per (username, client), 20 per
+    /// username, 100 per client, each per 15 minutes; clients by peer
+    /// address; 32 MiB of memory at most.
+    pub fn new() -> Self {
+        // The default budgets and bound are valid: building cannot fail.
+        Self::builder()
+            .build()
+            .unwrap_or_else(|_| unreachable!("the default login throttle is valid"))
+    }
+
+    /// Starts from the defaults of [`new`](Self::new).
+    pub fn builder() -> LoginThrottleBuilder {
+        LoginThrottleBuilder {
+            per_pair: Budget::per_15_minutes(5),
+            per_username: Budget::per_15_minutes(20),
+            per_client: Budget::per_15_minutes(100),
+            max_memory: DEFAULT_MAX_MEMORY,
+            client_key: None,
+        }
+    }
+
+    /// The client's key for a request: the configured
+    /// [`client_key`](LoginThrottleBuilder::client_key), else the
+    /// [`ClientAddr`] in its extensions.
+    pub fn client_key(&self, parts: &Parts) -> Option<String> {
+        match &self.inner.client_key {
+            Some(key) => key(parts),
+            None => parts
+                .extensions
+                .get::<ClientAddr>()
+                .map(ClientAddr::throttle_key),
+        }
+    }
+
+    /// Checks a login by `username` from `client` against the budgets,
+    /// before any other work: [`LoginThrottled`] when one is spent (the
+    /// login must be refused), else the attempt, counted as in flight until
+    /// it is [`failed`](LoginAttempt::failed),
+    /// [`succeeded`](LoginAttempt::succeeded) or dropped.
+    pub fn check(
+        &self,
+        username: &str,
+        client: Option<&str>,
+    ) -> Result<LoginAttempt, LoginThrottled> {
+        if client.is_none()
+            && !self
+                .inner
+                .warned_unknown_client
+                .swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                "login throttle: no client key for a login, so only the per-username budget \
+                 applies; serve with connect info (axum: into_make_service_with_connect_info), \
+                 insert a ClientAddr, or set LoginThrottleBuilder::client_key"
+            );
+        }
+        let keys = AttemptKeys::new(username, client);
+        self.inner.failures.check(&keys)?;
+        Ok(LoginAttempt {
+            throttle: Arc::clone(&self.inner),
+            keys: Some(keys),
+        })
+    }
+
+    /// How many keys (pairs, usernames, clients) the failure table holds.
+    pub fn tracked_keys(&self) -> usize {
+        self.inner.failures.table.lock().len()
+    }
+
+    /// The failure table's weight: its keys' bytes plus 128 per entry; at
+    /// most [`max_memory`](LoginThrottleBuilder::max_memory).
+    pub fn tracked_bytes(&self) -> u64 {
+        self.inner.failures.table.lock().weight()
+    }
+}
+
+/// A login that passed [`LoginThrottle::check`], in flight until its outcome
+/// is known. Dropped without an outcome (the client hung up, the store or
+/// the hasher failed), it counts nothing.
+#[must_use = "say how the login ended: failed() or succeeded()"]
+pub struct LoginAttempt {
+    throttle: Arc<ThrottleInner>,
+    /// `None` once the outcome was recorded.
+    keys: Option<AttemptKeys>,
+}
+
+impl fmt::Debug for LoginAttempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoginAttempt").finish_non_exhaustive()
+    }
+}
+
+impl LoginAttempt {
+    /// The login was refused (`invalid_grant`): one failure for each budget.
+    pub fn failed(mut self) {
+        if let Some(keys) = self.keys.take() {
+            self.throttle.failures.record(&keys);
+        }
+    }
+
+    /// The password was right: the (username, client) pair gets its whole
+    /// budget back.
+    pub fn succeeded(mut self) {
+        if let Some(keys) = self.keys.take() {
+            self.throttle.failures.reset(&keys);
+        }
+    }
+}
+
+impl Drop for LoginAttempt {
+    fn drop(&mut self) {
+        if let Some(keys) = self.keys.take() {
+            self.throttle.failures.abandon(&keys);
+        }
+    }
+}
+
+/// A key of the failure table. Each budget has its own kind of key, so the
+/// three limiters can share one bounded table.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum ThrottleKey {
+    Pair {
+        username: Box<str>,
+        client: Box<str>,
+    },
+    Username(Box<str>),
+    Client(Box<str>),
+}
+
+impl ThrottleKey {
+    fn len(&self) -> usize {
+        match self {
+            Self::Pair { username, client } => username.len() + client.len(),
+            Self::Username(key) | Self::Client(key) => key.len(),
+        }
+    }
+}
+
+/// The keys one login is checked and counted under.
+struct AttemptKeys {
+    username: ThrottleKey,
+    /// The pair and the client, when the client is known.
+    client: Option<(ThrottleKey, ThrottleKey)>,
+}
+
+impl AttemptKeys {
+    fn new(username: &str, client: Option<&str>) -> Self {
+        let username: Box<str> = username.to_lowercase().into();
+        AttemptKeys {
+            client: client.map(|client| {
+                let pair = ThrottleKey::Pair {
+                    username: username.clone(),
+                    client: client.into(),
+                };
+                (pair, ThrottleKey::Client(client.into()))
+            }),
+            username: ThrottleKey::Username(username),
+        }
+    }
+}
+
+/// A governor limiter over the shared table.
+type Limiter = RateLimiter<Probe, FailureTable, DefaultClock>;
+
+fn limiter(quota: Quota, table: &FailureTable) -> Limiter {
+    RateLimiter::new(quota, table.clone(), DefaultClock::default())
+}
+
+/// The throttle's state: failed logins counted per key (the table, through
+/// one governor limiter per budget) and logins in flight. Three operations:
+/// [`check`](Self::check), [`record`](Self::record),
+/// [`reset`](Self::reset) (and [`abandon`](Self::abandon) for a login that
+/// ended without an outcome).
+struct FailedLogins {
+    per_pair: Limiter,
+    per_username: Limiter,
+    per_client: Limiter,
+    table: FailureTable,
+    /// Logins in flight per key. Its lock is held around every check and
+    /// record, so a check sees the failures and the logins in flight of
+    /// one moment.
+    in_flight: Mutex<HashMap<ThrottleKey, u32>>,
+}
+
+impl FailedLogins {
+    /// The limiter and key of each budget that applies to `keys`.
+    fn budgets<'a>(
+        &'a self,
+        keys: &'a AttemptKeys,
+    ) -> impl Iterator<Item = (&'a Limiter, &'a ThrottleKey)> {
+        let client = keys
+            .client
+            .iter()
+            .flat_map(|(pair, client)| [(&self.per_pair, pair), (&self.per_client, client)]);
+        std::iter::once((&self.per_username, &keys.username)).chain(client)
+    }
+
+    /// Whether one more failure, besides those of the logins already in
+    /// flight, would fit every budget (a dry run: nothing is spent); if so,
+    /// the login is counted in flight.
+    fn check(&self, keys: &AttemptKeys) -> Result<(), LoginThrottled> {
+        let mut in_flight = lock(&self.in_flight);
+        let mut refused: Option<Duration> = None;
+        for (limiter, key) in self.budgets(keys) {
+            let pending = in_flight.get(key).copied().unwrap_or(0);
+            let wait = match NonZeroU32::new(pending.saturating_add(1)) {
+                Some(n) => match limiter.check_key_n(&Probe::peek(key), n) {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(not_until)) => not_until.wait_time_from(limiter.clock().now()),
+                    // More logins in flight than the whole budget: one of
+                    // them will have finished within a second.
+                    Err(_) => Duration::from_secs(1),
+                },
+                None => Duration::from_secs(1),
+            };
+            refused = Some(refused.map_or(wait, |other| other.max(wait)));
+        }
+        if let Some(retry_after) = refused {
+            return Err(LoginThrottled { retry_after });
+        }
+        for (_, key) in self.budgets(keys) {
+            *in_flight.entry(key.clone()).or_insert(0) += 1;
+        }
+        Ok(())
+    }
+
+    /// Spends one failure of every budget `keys` fall under.
+    fn record(&self, keys: &AttemptKeys) {
+        let mut in_flight = lock(&self.in_flight);
+        for (limiter, key) in self.budgets(keys) {
+            // Refused only when concurrent failures spent the budget first:
+            // it is spent either way.
+            let _ = limiter.check_key(&Probe::spend(key));
+        }
+        self.leave(&mut in_flight, keys);
+    }
+
+    /// Gives the (username, client) pair its whole budget back.
+    fn reset(&self, keys: &AttemptKeys) {
+        let mut in_flight = lock(&self.in_flight);
+        if let Some((pair, _)) = &keys.client {
+            self.table.lock().remove(pair);
+        }
+        self.leave(&mut in_flight, keys);
+    }
+
+    /// A login ended without an outcome: no longer in flight.
+    fn abandon(&self, keys: &AttemptKeys) {
+        let mut in_flight = lock(&self.in_flight);
+        self.leave(&mut in_flight, keys);
+    }
+
+    fn leave(&self, in_flight: &mut HashMap<ThrottleKey, u32>, keys: &AttemptKeys) {
+        for (_, key) in self.budgets(keys) {
+            if let Some(count) = in_flight.get_mut(key) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    in_flight.remove(key);
+                }
+            }
+        }
+    }
+}
+
+/// A key as governor sees it: the table key, and whether this call may
+/// spend (`write`) or only asks whether it could (a dry run).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Probe {
+    key: ThrottleKey,
+    write: bool,
+}
+
+impl Probe {
+    fn peek(key: &ThrottleKey) -> Self {
+        Probe {
+            key: key.clone(),
+            write: false,
+        }
+    }
+
+    fn spend(key: &ThrottleKey) -> Self {
+        Probe {
+            key: key.clone(),
+            write: true,
+        }
+    }
+}
+
+/// Weighs an entry by its key's bytes plus [`ENTRY_OVERHEAD`].
+#[derive(Clone)]
+struct KeyWeighter;
+
+impl quick_cache::Weighter<ThrottleKey, Nanos> for KeyWeighter {
+    fn weight(&self, key: &ThrottleKey, _: &Nanos) -> u64 {
+        key.len() as u64 + ENTRY_OVERHEAD
+    }
+}
+
+type Table = quick_cache::unsync::Cache<ThrottleKey, Nanos, KeyWeighter>;
+
+/// The bounded table of governor states (each key's theoretical arrival
+/// time), shared by the three limiters: a governor [`StateStore`] that
+/// writes only for [`Probe::spend`].
+#[derive(Clone)]
+struct FailureTable(Arc<Mutex<Table>>);
+
+impl FailureTable {
+    fn new(max_memory: u64) -> Self {
+        // Only what is allocated up front: the table grows up to its bound.
+        let table = Table::with_weighter(1024, max_memory, KeyWeighter);
+        FailureTable(Arc::new(Mutex::new(table)))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        lock(&self.0)
+    }
+}
+
+impl StateStore for FailureTable {
+    type Key = Probe;
+
+    fn measure_and_replace<T, F, E>(&self, probe: &Probe, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let mut table = self.lock();
+        // A dry run counts as a use too: an account that is still being
+        // tried stays in the table.
+        let current = table.get(&probe.key).copied();
+        let (outcome, next) = f(current)?;
+        if probe.write {
+            table.insert(probe.key.clone(), next);
+        }
+        Ok(outcome)
+    }
+}
+
+/// Locks `mutex`; every change under these locks is a whole insert or
+/// remove, so a poisoned lock is used as is.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small(max: u32) -> LoginThrottle {
+        LoginThrottle::builder()
+            .per_username_and_client(max, Duration::from_secs(60))
+            .per_username(2 * max, Duration::from_secs(60))
+            .per_client(3 * max, Duration::from_secs(60))
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn failures_spend_the_pair_budget_and_a_success_gives_it_back() {
+        let throttle = small(3);
+        for _ in 0..3 {
+            throttle.check("johndoe", Some("a")).unwrap().failed();
+        }
+        let refused = throttle.check("johndoe", Some("a")).unwrap_err();
+        assert!(refused.retry_after() > Duration::ZERO);
+        assert!(refused.retry_after() <= Duration::from_secs(20));
+        // Another client, another pair; case variants are the same name.
+        throttle.check("JohnDoe", Some("b")).unwrap().succeeded();
+        assert!(throttle.check("JOHNDOE", Some("a")).is_err());
+
+        let throttle = small(3);
+        for _ in 0..2 {
+            throttle.check("johndoe", Some("a")).unwrap().failed();
+        }
+        throttle.check("johndoe", Some("a")).unwrap().succeeded();
+        for _ in 0..3 {
+            throttle.check("johndoe", Some("a")).unwrap().failed();
+        }
+        assert!(throttle.check("johndoe", Some("a")).is_err());
+    }
+
+    #[test]
+    fn logins_in_flight_count_and_dropped_ones_count_nothing() {
+        let throttle = small(2);
+        let first = throttle.check("johndoe", Some("a")).unwrap();
+        let second = throttle.check("johndoe", Some("a")).unwrap();
+        assert!(
+            throttle.check("johndoe", Some("a")).is_err(),
+            "raced past the budget"
+        );
+        drop(first);
+        drop(second);
+        throttle.check("johndoe", Some("a")).unwrap().failed();
+        throttle.check("johndoe", Some("a")).unwrap().failed();
+        assert!(throttle.check("johndoe", Some("a")).is_err());
+    }
+
+    #[test]
+    fn the_username_and_client_budgets_span_pairs() {
+        let throttle = small(2);
+        // Per username: 4 failures from 2 clients.
+        for client in ["a", "b"] {
+            for _ in 0..2 {
+                throttle.check("johndoe", Some(client)).unwrap().failed();
+            }
+        }
+        assert!(throttle.check("johndoe", Some("c")).is_err());
+        // Per client: 6 failures over 3 usernames.
+        for username in ["u1", "u2", "u3"] {
+            for _ in 0..2 {
+                throttle.check(username, Some("z")).unwrap().failed();
+            }
+        }
+        assert!(throttle.check("u4", Some("z")).is_err());
+        assert!(throttle.check("u4", Some("y")).is_ok());
+        // Without a client, the username budget alone.
+        let throttle = small(2);
+        for _ in 0..4 {
+            throttle.check("johndoe", None).unwrap().failed();
+        }
+        assert!(throttle.check("johndoe", None).is_err());
+    }
+
+    #[test]
+    fn a_flood_of_usernames_stays_within_the_memory_bound() {
+        let throttle = LoginThrottle::builder()
+            .max_memory(64 * 1024)
+            .per_client(u32::MAX, Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        // A guess at one account, touched again and again, among the flood.
+        for i in 0..20_000 {
+            if let Ok(attempt) = throttle.check(&format!("random-{i}"), Some("attacker")) {
+                attempt.failed();
+            }
+            if i % 100 == 0
+                && let Ok(attempt) = throttle.check("victim", Some("guesser"))
+            {
+                attempt.failed();
+            }
+        }
+        assert!(
+            throttle.tracked_bytes() <= 64 * 1024,
+            "{}",
+            throttle.tracked_bytes()
+        );
+        assert!(
+            throttle.tracked_keys() < 1000,
+            "{}",
+            throttle.tracked_keys()
+        );
+        // The account under attack is still remembered.
+        assert!(throttle.check("victim", Some("guesser")).is_err());
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_64_prefix() {
+        let key = |ip: &str| ClientAddr(ip.parse().unwrap()).throttle_key();
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8:1:2:ffff::1"), key("2001:db8:1:2::9"));
+    }
+
+    #[test]
+    fn configuration_is_checked() {
+        let build = |builder: LoginThrottleBuilder| builder.build().is_err();
+        assert!(build(
+            LoginThrottle::builder().per_username(0, Duration::from_secs(60))
+        ));
+        assert!(build(
+            LoginThrottle::builder().per_client(10, Duration::from_nanos(5))
+        ));
+        assert!(build(LoginThrottle::builder().max_memory(10)));
+    }
+}
