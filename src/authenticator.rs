@@ -19,7 +19,7 @@ use crate::error::{AuthError, ErrorRenderer, RenderError, is_valid_realm};
 use crate::origin::OriginGuard;
 use crate::password::PasswordHasher;
 use crate::refresh::SlidingExpiry;
-use crate::scope::Scopes;
+use crate::scope::{DefaultScopes, Scopes};
 use crate::throttle::LoginThrottle;
 use crate::token::{Claims, ExtraClaims, TokenCodec, TokenRejection, VerifiedTokens, unix_now};
 use crate::user::{AuthUser, DynUserStore, UserStore};
@@ -68,6 +68,8 @@ struct Inner<U, X> {
     rehash_on_login: AtomicBool,
     /// `None` when login throttling is turned off.
     login_throttle: Option<LoginThrottle>,
+    /// What a login that asks for no scope gets.
+    default_scopes: DefaultScopes,
 }
 
 /// How many verified tokens an [`Authenticator`] remembers unless told
@@ -111,17 +113,24 @@ impl<U, X> fmt::Debug for Authenticator<U, X> {
 #[must_use]
 pub struct AuthenticatorBuilder<U, X = ()> {
     store: Box<dyn DynUserStore<U>>,
+    extra_claims: Box<ClaimsFor<U, X>>,
+    settings: Settings,
+}
+
+/// Everything a builder holds but the parts typed by the user and claims,
+/// so that [`AuthenticatorBuilder::extra_claims`] moves it whole.
+struct Settings {
     codec: TokenCodec,
     credentials: Credentials,
     passwords: Option<PasswordHasher>,
     realm: String,
     render_hook: Option<Arc<dyn RenderError>>,
     allowed_origins: Vec<String>,
-    extra_claims: Box<ClaimsFor<U, X>>,
     sliding_expiry: Option<SlidingExpiry>,
     token_cache_capacity: u64,
     rehash_on_login: bool,
     login_throttle: Option<LoginThrottle>,
+    default_scopes: DefaultScopes,
 }
 
 impl<U: AuthUser, X: ExtraClaims> AuthenticatorBuilder<U, X> {
@@ -137,7 +146,7 @@ impl<U: AuthUser, X: ExtraClaims> AuthenticatorBuilder<U, X> {
     /// [`password`](crate::password#timing-every-refused-login-costs-the-same)
     /// docs for why hashes should converge.
     pub fn rehash_on_login(mut self, on: bool) -> Self {
-        self.rehash_on_login = on;
+        self.settings.rehash_on_login = on;
         self
     }
 
@@ -163,7 +172,7 @@ impl<U: AuthUser, X: ExtraClaims> AuthenticatorBuilder<U, X> {
     ///     .unwrap();
     /// ```
     pub fn login_throttle(mut self, throttle: LoginThrottle) -> Self {
-        self.login_throttle = Some(throttle);
+        self.settings.login_throttle = Some(throttle);
         self
     }
 
@@ -171,7 +180,7 @@ impl<U: AuthUser, X: ExtraClaims> AuthenticatorBuilder<U, X> {
     /// their argon2 cost. For apps that throttle logins elsewhere (a
     /// gateway, a shared store of their own) and for benchmarks.
     pub fn no_login_throttle(mut self) -> Self {
-        self.login_throttle = None;
+        self.settings.login_throttle = None;
         self
     }
 
@@ -204,7 +213,7 @@ impl<U: AuthUser, X: ExtraClaims> AuthenticatorBuilder<U, X> {
     ///     .unwrap();
     /// ```
     pub fn token_cache_capacity(mut self, entries: u64) -> Self {
-        self.token_cache_capacity = entries;
+        self.settings.token_cache_capacity = entries;
         self
     }
 
@@ -212,26 +221,34 @@ impl<U: AuthUser, X: ExtraClaims> AuthenticatorBuilder<U, X> {
     /// [`refresh`](crate::refresh). Applied by [`AuthLayer`](crate::AuthLayer)
     /// or [`Authenticator::apply_sliding_expiry`].
     pub fn sliding_expiry(mut self, policy: SlidingExpiry) -> Self {
-        self.sliding_expiry = Some(policy);
+        self.settings.sliding_expiry = Some(policy);
         self
     }
 
     /// Where to look for tokens. Default: [`Credentials::bearer`].
     pub fn credentials(mut self, credentials: Credentials) -> Self {
-        self.credentials = credentials;
+        self.settings.credentials = credentials;
         self
     }
 
     /// The password hasher used by login. Default: [`PasswordHasher::new`].
     pub fn passwords(mut self, passwords: PasswordHasher) -> Self {
-        self.passwords = Some(passwords);
+        self.settings.passwords = Some(passwords);
+        self
+    }
+
+    /// Which scopes a login (or [`Authenticator::issue_tokens`]) that asks
+    /// for none is granted; see [`DefaultScopes`]. Default:
+    /// [`DefaultScopes::AllAllowed`], every scope the user holds.
+    pub fn default_scopes(mut self, policy: DefaultScopes) -> Self {
+        self.settings.default_scopes = policy;
         self
     }
 
     /// The `realm` of every `WWW-Authenticate` challenge. Default:
     /// `"tower-auth"`.
     pub fn realm(mut self, realm: impl Into<String>) -> Self {
-        self.realm = realm.into();
+        self.settings.realm = realm.into();
         self
     }
 
@@ -247,14 +264,15 @@ impl<U: AuthUser, X: ExtraClaims> AuthenticatorBuilder<U, X> {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.allowed_origins
+        self.settings
+            .allowed_origins
             .extend(origins.into_iter().map(Into::into));
         self
     }
 
     /// Replaces the error responses everywhere; see [`RenderError`].
     pub fn render_errors(mut self, hook: impl RenderError) -> Self {
-        self.render_hook = Some(Arc::new(hook));
+        self.settings.render_hook = Some(Arc::new(hook));
         self
     }
 
@@ -266,45 +284,38 @@ impl<U: AuthUser, X: ExtraClaims> AuthenticatorBuilder<U, X> {
     ) -> AuthenticatorBuilder<U, Y> {
         AuthenticatorBuilder {
             store: self.store,
-            codec: self.codec,
-            credentials: self.credentials,
-            passwords: self.passwords,
-            realm: self.realm,
-            render_hook: self.render_hook,
-            allowed_origins: self.allowed_origins,
             extra_claims: Box::new(claims_for),
-            sliding_expiry: self.sliding_expiry,
-            token_cache_capacity: self.token_cache_capacity,
-            rehash_on_login: self.rehash_on_login,
-            login_throttle: self.login_throttle,
+            settings: self.settings,
         }
     }
 
     /// Checks the configuration.
     pub fn build(self) -> Result<Authenticator<U, X>, ConfigError> {
-        self.credentials.validate()?;
-        let origin = OriginGuard::new(&self.allowed_origins)?;
-        if !is_valid_realm(&self.realm) {
+        let settings = self.settings;
+        settings.credentials.validate()?;
+        let origin = OriginGuard::new(&settings.allowed_origins)?;
+        if !is_valid_realm(&settings.realm) {
             return Err(ConfigError::InvalidRealm);
         }
-        if let Some(policy) = &self.sliding_expiry {
-            policy.validate(&self.codec, &self.credentials)?;
+        if let Some(policy) = &settings.sliding_expiry {
+            policy.validate(&settings.codec, &settings.credentials)?;
         }
-        let verified_tokens = (self.token_cache_capacity > 0)
-            .then(|| VerifiedTokens::new(&self.codec, self.token_cache_capacity));
+        let verified_tokens = (settings.token_cache_capacity > 0)
+            .then(|| VerifiedTokens::new(&settings.codec, settings.token_cache_capacity));
         Ok(Authenticator {
             inner: Arc::new(Inner {
                 verified_tokens,
                 store: self.store,
-                codec: self.codec,
-                credentials: self.credentials,
-                passwords: self.passwords.unwrap_or_default(),
-                renderer: ErrorRenderer::new(self.realm.into(), self.render_hook),
+                codec: settings.codec,
+                credentials: settings.credentials,
+                passwords: settings.passwords.unwrap_or_default(),
+                renderer: ErrorRenderer::new(settings.realm.into(), settings.render_hook),
                 origin,
                 extra_claims: self.extra_claims,
-                sliding_expiry: self.sliding_expiry,
-                rehash_on_login: AtomicBool::new(self.rehash_on_login),
-                login_throttle: self.login_throttle,
+                sliding_expiry: settings.sliding_expiry,
+                rehash_on_login: AtomicBool::new(settings.rehash_on_login),
+                login_throttle: settings.login_throttle,
+                default_scopes: settings.default_scopes,
             }),
         })
     }
@@ -318,17 +329,20 @@ impl<U: AuthUser> Authenticator<U> {
     {
         AuthenticatorBuilder {
             store: Box::new(store),
-            codec,
-            credentials: Credentials::bearer(),
-            passwords: None,
-            realm: "tower-auth".to_owned(),
-            render_hook: None,
-            allowed_origins: Vec::new(),
             extra_claims: Box::new(|_| ()),
-            sliding_expiry: None,
-            token_cache_capacity: DEFAULT_TOKEN_CACHE_CAPACITY,
-            rehash_on_login: true,
-            login_throttle: Some(LoginThrottle::new()),
+            settings: Settings {
+                codec,
+                credentials: Credentials::bearer(),
+                passwords: None,
+                realm: "tower-auth".to_owned(),
+                render_hook: None,
+                allowed_origins: Vec::new(),
+                sliding_expiry: None,
+                token_cache_capacity: DEFAULT_TOKEN_CACHE_CAPACITY,
+                rehash_on_login: true,
+                login_throttle: Some(LoginThrottle::new()),
+                default_scopes: DefaultScopes::default(),
+            },
         }
     }
 }
@@ -644,6 +658,12 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
     /// ([`AuthenticatorBuilder::extra_claims`]).
     pub(crate) fn extra_claims_for(&self, user: &U) -> X {
         (self.inner.extra_claims)(user)
+    }
+
+    /// What a login that asks for no scope gets
+    /// ([`AuthenticatorBuilder::default_scopes`]).
+    pub(crate) fn default_scopes(&self) -> &DefaultScopes {
+        &self.inner.default_scopes
     }
 
     /// This authenticator without its types, for a request's extensions.

@@ -49,9 +49,11 @@ use crate::user::{AuthUser, PasswordUpdate};
 // imports run one way: this room uses the authenticator, never the reverse.
 impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
     /// The OAuth2 password grant: checks the password (off the async
-    /// workers), grants the requested scopes the user holds (all of them
-    /// when none are requested; `invalid_scope` when the user holds none of
-    /// those requested) and issues an access token.
+    /// workers), then answers as [`issue_tokens`](Self::issue_tokens) does:
+    /// the requested scopes the user holds (the
+    /// [default scopes](crate::AuthenticatorBuilder::default_scopes) when
+    /// none are requested; `invalid_scope` when the user holds none of those
+    /// requested).
     ///
     /// `client` is the client's key for the
     /// [login throttle](crate::AuthenticatorBuilder::login_throttle) (the
@@ -98,6 +100,7 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
         if let Some(attempt) = attempt {
             attempt.succeeded();
         }
+        tracing::info!(sub = ?user.subject(), outcome = "token_issued", "login succeeded");
         if self.rehashes_on_login()
             && user
                 .password_hash()
@@ -109,7 +112,7 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
                     .rehash(Arc::clone(&user), grant.password.clone()),
             );
         }
-        self.issue_for(&user, grant)
+        self.issue_tokens(&user, grant.scope.as_ref()).await
     }
 
     /// Hashes `password` again with the current parameters and hands the
@@ -170,7 +173,7 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
             // unknown one.
             Err(err @ PasswordError::Busy) => return Err(err.into()),
             Err(err) => {
-                tracing::error!(sub = user.subject(), error = %err, "stored password hash unusable");
+                tracing::error!(sub = ?user.subject(), error = %err, "stored password hash unusable");
                 // Refused before argon2 ran: spend what a verification
                 // costs anyway (DESIGN decision 13).
                 passwords.verify_unknown_user(&grant.password).await?;
@@ -184,7 +187,7 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
                 "wrong_password"
             };
             tracing::info!(
-                sub = user.subject(),
+                sub = ?user.subject(),
                 outcome = "invalid_grant",
                 reason,
                 "login refused"
@@ -194,23 +197,46 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
         Ok(Arc::clone(user))
     }
 
-    /// The token response for `user`, who proved their password.
-    fn issue_for(&self, user: &U, grant: &PasswordGrant) -> Result<TokenResponse, AuthError> {
-        let allowed = user.allowed_scopes();
-        let scope = match &grant.scope {
-            Some(requested) => requested.intersection(&allowed),
-            None => allowed,
-        };
-        // Asking only for scopes the user does not hold is `invalid_scope`
-        // (RFC 6749 §5.2), said only after the password is known to match.
-        if grant
-            .scope
-            .as_ref()
-            .is_some_and(|requested| !requested.is_empty())
-            && scope.is_empty()
-        {
-            return Err(GrantError::InvalidScope.into());
+    /// The token response a login gives, for a user the app holds — one it
+    /// just signed up, say, or a test's: an access token with the app's own
+    /// claims ([`extra_claims`](crate::AuthenticatorBuilder::extra_claims))
+    /// and the user's token version, granting the `requested` scopes the
+    /// user holds (with `None`, the
+    /// [default scopes](crate::AuthenticatorBuilder::default_scopes)). It
+    /// checks no password: call it only for a user your own code has
+    /// authenticated. A disabled user gets [`GrantError::InvalidGrant`];
+    /// asking only for scopes the user does not hold,
+    /// [`GrantError::InvalidScope`] (RFC 6749 §5.2).
+    ///
+    /// ```no_run
+    /// # use tower_auth::{Authenticator, SimpleUser};
+    /// # async fn signup(auth: Authenticator<SimpleUser>, user: SimpleUser) -> Result<(), tower_auth::AuthError> {
+    /// // ... after inserting `user` into the store:
+    /// let response = auth.issue_tokens(&user, None).await?;
+    /// let http_response = response.into_response(); // 200, no-store, the JSON of a login
+    /// # Ok(()) }
+    /// ```
+    pub async fn issue_tokens(
+        &self,
+        user: &U,
+        requested: Option<&Scopes>,
+    ) -> Result<TokenResponse, AuthError> {
+        if !user.is_active() {
+            return Err(GrantError::InvalidGrant.into());
         }
+        let held = user.allowed_scopes();
+        let scope = match requested {
+            Some(requested) => {
+                let granted = requested.intersection(&held);
+                // Asking only for scopes the user does not hold is
+                // `invalid_scope` (RFC 6749 §5.2).
+                if !requested.is_empty() && granted.is_empty() {
+                    return Err(GrantError::InvalidScope.into());
+                }
+                granted
+            }
+            None => self.default_scopes().granted(&held),
+        };
         let codec = self.codec();
         let claims = codec.new_claims(
             user.subject(),
@@ -219,11 +245,7 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
             self.extra_claims_for(user),
         );
         let access_token = codec.issue(&claims)?;
-        tracing::info!(
-            sub = user.subject(),
-            outcome = "token_issued",
-            "login succeeded"
-        );
+        tracing::debug!(sub = ?user.subject(), "tokens issued");
         Ok(TokenResponse::bearer(
             access_token,
             codec.access_lifetime(),

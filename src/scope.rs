@@ -156,6 +156,52 @@ impl Scopes {
     }
 }
 
+/// Which scopes a login that asks for none is granted. RFC 6749 §3.3 lets
+/// the server choose ("the authorization server MUST either process the
+/// request using a pre-defined default value or fail"); this crate never
+/// fails such a login, and grants:
+///
+/// - [`AllAllowed`](Self::AllAllowed) (the default): every scope the user
+///   holds — convenient for first-party clients;
+/// - [`None`](Self::None): no scope at all, as FastAPI's OAuth2 scopes
+///   tutorial does — a client must ask for what it needs (least
+///   privilege);
+/// - [`Fixed`](Self::Fixed): these scopes, of those the user holds.
+///
+/// A login that asks for scopes always gets the asked ones the user holds.
+///
+/// ```
+/// use tower_auth::Scopes;
+/// use tower_auth::scope::DefaultScopes;
+///
+/// let held = Scopes::parse("me items admin").unwrap();
+/// assert_eq!(DefaultScopes::AllAllowed.granted(&held), held);
+/// assert!(DefaultScopes::None.granted(&held).is_empty());
+/// let fixed = DefaultScopes::Fixed(Scopes::parse("me billing").unwrap());
+/// assert_eq!(fixed.granted(&held).to_string(), "me");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum DefaultScopes {
+    /// Every scope the user holds.
+    #[default]
+    AllAllowed,
+    /// No scope.
+    None,
+    /// These scopes, of those the user holds.
+    Fixed(Scopes),
+}
+
+impl DefaultScopes {
+    /// The scopes granted to a user holding `held` who asked for none.
+    pub fn granted(&self, held: &Scopes) -> Scopes {
+        match self {
+            Self::AllAllowed => held.clone(),
+            Self::None => Scopes::none(),
+            Self::Fixed(fixed) => fixed.intersection(held),
+        }
+    }
+}
+
 /// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`.
 pub(crate) fn is_scope_token(token: &str) -> bool {
     !token.is_empty()

@@ -10,8 +10,9 @@ use common::*;
 use serde_json::Value;
 use tokio::sync::OnceCell;
 use tower_auth::axum::{ScopeRequirement, Scoped, token_endpoint};
+use tower_auth::scope::DefaultScopes;
 use tower_auth::{
-    Authenticated, Authenticator, Credentials, MemoryUserStore, PasswordHasher, SimpleUser,
+    Authenticated, Authenticator, Credentials, MemoryUserStore, PasswordHasher, Scopes, SimpleUser,
     TokenCodec,
 };
 
@@ -510,4 +511,73 @@ async fn new_hashes_use_owasp_argon2id_parameters_and_old_ones_need_rehash() {
     assert!(hasher.verify("secret", TUTORIAL_HASH).await.unwrap());
     assert!(hasher.needs_rehash(TUTORIAL_HASH));
     assert!(hasher.needs_rehash("$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW"));
+}
+
+/// What a login that asks for no scope is granted is the app's choice
+/// (RFC 6749 §3.3): every scope the user holds (the default), none (as
+/// FastAPI's tutorial does), or a fixed set of those the user holds.
+#[tokio::test]
+async fn the_scopes_a_login_gets_when_it_asks_for_none_are_a_policy() {
+    async fn granted(policy: Option<DefaultScopes>) -> Reply {
+        let codec = hs256_codec();
+        let store = users(password_hash().await);
+        let mut builder = Authenticator::builder(store.clone(), codec.clone()).realm(REALM);
+        if let Some(policy) = policy {
+            builder = builder.default_scopes(policy);
+        }
+        let server = server_for(builder.build().unwrap(), codec, store).await;
+        server
+            .login(&[("username", "johndoe"), ("password", PASSWORD)])
+            .await
+    }
+    let all = granted(None).await;
+    assert_eq!(assert_token_response(&all)["scope"], "items me");
+    let none = granted(Some(DefaultScopes::None)).await;
+    assert_eq!(assert_token_response(&none).get("scope"), None, "{none:?}");
+    let fixed = granted(Some(DefaultScopes::Fixed(
+        Scopes::parse("me admin").unwrap(),
+    )))
+    .await;
+    assert_eq!(assert_token_response(&fixed)["scope"], "me");
+}
+
+/// `Authenticator::issue_tokens`: the token response a login gives, for a
+/// user the app holds (signup, tests) — the app's claims included.
+#[tokio::test]
+async fn issue_tokens_gives_a_user_you_hold_what_a_login_gives() {
+    #[derive(Clone, serde::Serialize, serde::Deserialize)]
+    struct Tenant {
+        tenant: String,
+    }
+    async fn tenant(claims: tower_auth::Claims<Tenant>) -> String {
+        claims.extra.tenant
+    }
+    let codec = hs256_codec();
+    let store = users(password_hash().await);
+    let auth = Authenticator::builder(store.clone(), codec.clone())
+        .realm(REALM)
+        .extra_claims(|user: &SimpleUser| Tenant {
+            tenant: format!("t-{}", user.username),
+        })
+        .build()
+        .unwrap();
+    let johndoe = store.get("johndoe").unwrap();
+    let response = auth.issue_tokens(&johndoe, None).await.unwrap();
+    assert_eq!(response.token_type, "Bearer");
+    assert_eq!(response.scope.to_string(), "items me");
+    let narrowed = auth
+        .issue_tokens(&johndoe, Some(&Scopes::parse("me admin").unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(narrowed.scope.to_string(), "me");
+
+    let app = Router::new()
+        .route("/tenant", get(tenant))
+        .layer(tower_auth::AuthLayer::required(auth.clone()));
+    let base = serve(app).await;
+    let reply = get_bearer(&base, "/tenant", &response.access_token).await;
+    assert_eq!((reply.status, reply.text()), (200, "t-johndoe".to_owned()));
+    // A disabled user gets nothing.
+    let bob = store.get("bob").unwrap();
+    assert!(auth.issue_tokens(&bob, None).await.is_err());
 }
