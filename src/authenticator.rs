@@ -20,6 +20,9 @@ use crate::origin::OriginGuard;
 use crate::password::PasswordHasher;
 use crate::refresh::SlidingExpiry;
 use crate::scope::{DefaultScopes, Scopes};
+use crate::session::{
+    DynSessionStore, MemorySessionStore, RefreshTokens, SessionStatus, SessionStore,
+};
 use crate::throttle::LoginThrottle;
 use crate::token::{Claims, ExtraClaims, TokenCodec, TokenRejection, VerifiedTokens, unix_now};
 use crate::user::{AuthUser, DynUserStore, UserStore};
@@ -70,6 +73,10 @@ struct Inner<U, X> {
     login_throttle: Option<LoginThrottle>,
     /// What a login that asks for no scope gets.
     default_scopes: DefaultScopes,
+    /// Revoked sessions and refresh-token families.
+    sessions: Box<dyn DynSessionStore>,
+    /// `None` when refresh tokens are off.
+    refresh_tokens: Option<RefreshTokens>,
 }
 
 /// How many verified tokens an [`Authenticator`] remembers unless told
@@ -131,6 +138,8 @@ struct Settings {
     rehash_on_login: bool,
     login_throttle: Option<LoginThrottle>,
     default_scopes: DefaultScopes,
+    sessions: Box<dyn DynSessionStore>,
+    refresh_tokens: Option<RefreshTokens>,
 }
 
 impl<U: AuthUser, X: ExtraClaims> AuthenticatorBuilder<U, X> {
@@ -237,6 +246,24 @@ impl<U: AuthUser, X: ExtraClaims> AuthenticatorBuilder<U, X> {
         self
     }
 
+    /// Turns refresh tokens on: a login also returns a `refresh_token`, and
+    /// the token endpoint takes `grant_type=refresh_token`; see
+    /// [`session`](crate::session) for rotation, reuse detection and the
+    /// families' lifetimes. Default: off.
+    pub fn refresh_tokens(mut self, refresh: RefreshTokens) -> Self {
+        self.settings.refresh_tokens = Some(refresh);
+        self
+    }
+
+    /// Where revoked sessions and refresh-token families are kept. Default:
+    /// a [`MemorySessionStore`], right for an app that runs as one
+    /// instance; several instances share a store of their own (Redis). See
+    /// [`session`](crate::session).
+    pub fn session_store(mut self, store: impl SessionStore) -> Self {
+        self.settings.sessions = Box::new(store);
+        self
+    }
+
     /// Which scopes a login (or [`Authenticator::issue_tokens`]) that asks
     /// for none is granted; see [`DefaultScopes`]. Default:
     /// [`DefaultScopes::AllAllowed`], every scope the user holds.
@@ -300,6 +327,9 @@ impl<U: AuthUser, X: ExtraClaims> AuthenticatorBuilder<U, X> {
         if let Some(policy) = &settings.sliding_expiry {
             policy.validate(&settings.codec, &settings.credentials)?;
         }
+        if let Some(refresh) = &settings.refresh_tokens {
+            refresh.validate(settings.codec.access_lifetime())?;
+        }
         let verified_tokens = (settings.token_cache_capacity > 0)
             .then(|| VerifiedTokens::new(&settings.codec, settings.token_cache_capacity));
         Ok(Authenticator {
@@ -316,6 +346,8 @@ impl<U: AuthUser, X: ExtraClaims> AuthenticatorBuilder<U, X> {
                 rehash_on_login: AtomicBool::new(settings.rehash_on_login),
                 login_throttle: settings.login_throttle,
                 default_scopes: settings.default_scopes,
+                sessions: settings.sessions,
+                refresh_tokens: settings.refresh_tokens,
             }),
         })
     }
@@ -342,6 +374,8 @@ impl<U: AuthUser> Authenticator<U> {
                 rehash_on_login: true,
                 login_throttle: Some(LoginThrottle::new()),
                 default_scopes: DefaultScopes::default(),
+                sessions: Box::new(MemorySessionStore::new()),
+                refresh_tokens: None,
             },
         }
     }
@@ -509,19 +543,7 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
         claims: Arc<Claims<X>>,
         credential: CredentialKind,
     ) -> Result<Authenticated<U, X>, AuthError> {
-        let user = self
-            .inner
-            .store
-            .find_by_subject(&claims.sub)
-            .await
-            .map_err(AuthError::UserStore)?
-            .ok_or_else(|| AuthError::InvalidToken(TokenRejection::UnknownUser))?;
-        if !user.is_active() {
-            return Err(AuthError::InvalidToken(TokenRejection::InactiveUser));
-        }
-        if claims.token_version.unwrap_or(0) != user.token_version() {
-            return Err(AuthError::InvalidToken(TokenRejection::Revoked));
-        }
+        let user = self.current_user(&claims).await?;
         // The scopes in effect (decision 15). The usual case keeps the
         // verified claims as they are, the cached `Arc` included.
         let claims = match narrowed_scopes(&claims.scope, user.as_ref()) {
@@ -539,6 +561,35 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
             claims,
             credential,
         })
+    }
+
+    /// The user `claims` name, as the store has them now, if they may still
+    /// use the claims: the session not logged out (checked first, in
+    /// memory), the user known, active, and at the token's version.
+    async fn current_user(&self, claims: &Claims<X>) -> Result<Arc<U>, AuthError> {
+        if let Some(sid) = &claims.sid {
+            match self.inner.sessions.session_status(sid) {
+                Ok(SessionStatus::Active) => {}
+                Ok(SessionStatus::Revoked) => {
+                    return Err(AuthError::InvalidToken(TokenRejection::SessionRevoked));
+                }
+                Err(err) => return Err(AuthError::SessionStore(err)),
+            }
+        }
+        let user = self
+            .inner
+            .store
+            .find_by_subject(&claims.sub)
+            .await
+            .map_err(AuthError::UserStore)?
+            .ok_or(AuthError::InvalidToken(TokenRejection::UnknownUser))?;
+        if !user.is_active() {
+            return Err(AuthError::InvalidToken(TokenRejection::InactiveUser));
+        }
+        if claims.token_version.unwrap_or(0) != user.token_version() {
+            return Err(AuthError::InvalidToken(TokenRejection::Revoked));
+        }
+        Ok(user)
     }
 
     /// Adds a renewed token to a successful `response` when the
@@ -596,29 +647,20 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
     /// The user reloaded for a renewal that is due: the scopes the renewed
     /// token may carry, or `None` when no token may be handed out.
     async fn scopes_for_renewal(&self, claims: &Claims<X>) -> Option<Scopes> {
-        let user = match self.inner.store.find_by_subject(&claims.sub).await {
-            Ok(Some(user)) => user,
-            Ok(None) => {
-                tracing::debug!(sub = ?claims.sub, reason = "unknown_user", "renewal skipped");
-                return None;
-            }
-            Err(err) => {
-                tracing::warn!(sub = ?claims.sub, error = %err, "user store failed: renewal skipped");
-                return None;
-            }
-        };
-        let reason = if !user.is_active() {
-            TokenRejection::InactiveUser
-        } else if claims.token_version.unwrap_or(0) != user.token_version() {
-            TokenRejection::Revoked
-        } else {
-            return Some(
+        match self.current_user(claims).await {
+            Ok(user) => Some(
                 narrowed_scopes(&claims.scope, user.as_ref())
                     .unwrap_or_else(|| claims.scope.clone()),
-            );
-        };
-        tracing::debug!(sub = ?claims.sub, reason = reason.reason_code(), "renewal skipped");
-        None
+            ),
+            Err(err @ (AuthError::UserStore(_) | AuthError::SessionStore(_))) => {
+                tracing::warn!(sub = ?claims.sub, error = %err, "renewal skipped");
+                None
+            }
+            Err(err) => {
+                tracing::debug!(sub = ?claims.sub, reason = err.reason_code(), "renewal skipped");
+                None
+            }
+        }
     }
 
     /// The sliding-expiry policy, if any.
@@ -658,6 +700,16 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
     /// ([`AuthenticatorBuilder::extra_claims`]).
     pub(crate) fn extra_claims_for(&self, user: &U) -> X {
         (self.inner.extra_claims)(user)
+    }
+
+    /// The store of revoked sessions and refresh-token families.
+    pub(crate) fn sessions(&self) -> &dyn DynSessionStore {
+        self.inner.sessions.as_ref()
+    }
+
+    /// The refresh-token settings, when refresh tokens are on.
+    pub(crate) fn refresh_tokens(&self) -> Option<&RefreshTokens> {
+        self.inner.refresh_tokens.as_ref()
     }
 
     /// What a login that asks for no scope gets
@@ -732,6 +784,9 @@ pub(crate) fn log_rejection(err: &AuthError) {
             );
         }
         AuthError::UserStore(source) => tracing::error!(error = %source, "user store failed"),
+        AuthError::SessionStore(source) => {
+            tracing::error!(error = %source, "session store failed")
+        }
         AuthError::InvalidToken(reason) => {
             tracing::debug!(reason = reason.reason_code(), "token refused");
         }

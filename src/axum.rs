@@ -401,12 +401,15 @@ pub async fn session_login<U: AuthUser, X: ExtraClaims>(
 }
 
 /// [`login::logout_endpoint`](crate::login::logout_endpoint) as an axum
-/// handler: `post(logout::<User, ()>)`; 204 and a `Set-Cookie` that deletes
-/// the session cookie. Needs no valid token (an expired cookie must still be
+/// handler: `post(logout::<User, ()>)`; revokes the request's session
+/// (bearer or cookie), then 204 and a `Set-Cookie` deleting each cookie the
+/// authenticator uses. Needs no valid token (an expired cookie must still be
 /// clearable): do not put it behind a required [`AuthLayer`](crate::AuthLayer).
 pub async fn logout<U: AuthUser, X: ExtraClaims>(
     State(auth): State<Authenticator<U, X>>,
     parts: Parts,
 ) -> Response {
-    crate::login::logout_endpoint(&auth, &parts).into_response()
+    crate::login::logout_endpoint(&auth, &parts)
+        .await
+        .into_response()
 }

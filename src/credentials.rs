@@ -441,34 +441,7 @@ impl Credentials {
         parts: &'a Parts,
         name: &str,
     ) -> Result<Option<Cow<'a, [u8]>>, CredentialsRejection> {
-        let mut found = None;
-        for line in parts.headers.get_all(COOKIE) {
-            // Other cookies on the line are none of our business, whatever
-            // bytes they hold (`lang=français`, one a sibling subdomain set):
-            // a line that is not visible ASCII is parsed from a lossily
-            // decoded copy, so its other cookies cannot hide ours. Our own
-            // cookie's value must still be a token68 (400 otherwise): a byte
-            // that was not ASCII is U+FFFD in the copy, which never is.
-            let line = match line.to_str() {
-                Ok(text) => Cow::Borrowed(text),
-                Err(_) => Cow::Owned(String::from_utf8_lossy(line.as_bytes()).into_owned()),
-            };
-            for cookie in cookie::Cookie::split_parse(line).flatten() {
-                if cookie.name() != name {
-                    continue;
-                }
-                if found.is_some() {
-                    return Err(CredentialsRejection::Malformed(
-                        "the token cookie is repeated",
-                    ));
-                }
-                found = Some(match cookie.value_raw() {
-                    Some(raw) => Cow::Borrowed(raw),
-                    None => Cow::Owned(cookie.value().to_owned()),
-                });
-            }
-        }
-        match found {
+        match cookie_value(parts, name)? {
             Some(value) => self.non_empty_token(value),
             None => Ok(None),
         }
@@ -488,6 +461,42 @@ impl Credentials {
             Cow::Owned(text) => Cow::Owned(text.into_bytes()),
         }))
     }
+}
+
+/// The value of the cookie `name` in every `Cookie` line of `parts`, taken
+/// raw (never percent-decoded); two cookies of that name -> 400.
+pub(crate) fn cookie_value<'a>(
+    parts: &'a Parts,
+    name: &str,
+) -> Result<Option<Cow<'a, str>>, CredentialsRejection> {
+    let mut found = None;
+    for line in parts.headers.get_all(COOKIE) {
+        // Other cookies on the line are none of our business, whatever
+        // bytes they hold (`lang=français`, one a sibling subdomain set): a
+        // line that is not visible ASCII is parsed from a lossily decoded
+        // copy, so its other cookies cannot hide ours. Our own cookie's
+        // value must still be a token68 (400 otherwise): a byte that was
+        // not ASCII is U+FFFD in the copy, which never is.
+        let line = match line.to_str() {
+            Ok(text) => Cow::Borrowed(text),
+            Err(_) => Cow::Owned(String::from_utf8_lossy(line.as_bytes()).into_owned()),
+        };
+        for cookie in cookie::Cookie::split_parse(line).flatten() {
+            if cookie.name() != name {
+                continue;
+            }
+            if found.is_some() {
+                return Err(CredentialsRejection::Malformed(
+                    "the token cookie is repeated",
+                ));
+            }
+            found = Some(match cookie.value_raw() {
+                Some(raw) => Cow::Borrowed(raw),
+                None => Cow::Owned(cookie.value().to_owned()),
+            });
+        }
+    }
+    Ok(found)
 }
 
 /// The session cookie that carries an access token in a browser: its name
@@ -513,6 +522,7 @@ impl Credentials {
 #[must_use]
 pub struct SessionCookie {
     name: String,
+    path: String,
     secure: bool,
     same_site: cookie::SameSite,
     token_in_login_body: bool,
@@ -523,6 +533,7 @@ impl SessionCookie {
     pub fn new(name: impl Into<String>) -> Self {
         SessionCookie {
             name: name.into(),
+            path: "/".to_owned(),
             secure: true,
             same_site: cookie::SameSite::Lax,
             token_in_login_body: false,
@@ -532,6 +543,15 @@ impl SessionCookie {
     /// Whether to send `Secure`. Only for plain-HTTP development.
     pub fn secure(mut self, secure: bool) -> Self {
         self.secure = secure;
+        self
+    }
+
+    /// The `Path` attribute: the browser sends the cookie only to paths
+    /// under it. Default `/`. A `__Host-` cookie must keep `/`. A refresh
+    /// token's cookie is scoped to the token endpoint this way
+    /// ([`RefreshTokens::cookie`](crate::session::RefreshTokens::cookie)).
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.path = path.into();
         self
     }
 
@@ -586,7 +606,7 @@ impl SessionCookie {
             .http_only(true)
             .same_site(self.same_site)
             .secure(self.secure)
-            .path("/")
+            .path(self.path.as_str())
     }
 
     fn header(&self, cookie: cookie::CookieBuilder<'_>) -> HeaderValue {
@@ -597,9 +617,30 @@ impl SessionCookie {
             .unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.name.is_empty() || !self.name.bytes().all(is_tchar) {
+            return Err(ConfigError::Credentials(
+                "a cookie name must be an HTTP token",
+            ));
+        }
         if self.name.starts_with("__Host-") && !self.secure {
             return Err(ConfigError::Credentials("a __Host- cookie must be Secure"));
+        }
+        // RFC 6265 §4.1.1: any CHAR except controls and `;`.
+        if !self.path.starts_with('/')
+            || !self
+                .path
+                .bytes()
+                .all(|b| (0x20..0x7f).contains(&b) && b != b';')
+        {
+            return Err(ConfigError::Credentials(
+                "a cookie path must start with / and hold no ; or control characters",
+            ));
+        }
+        if self.name.starts_with("__Host-") && self.path != "/" {
+            return Err(ConfigError::Credentials(
+                "a __Host- cookie must have Path=/",
+            ));
         }
         if self.same_site == cookie::SameSite::None && !self.secure {
             return Err(ConfigError::Credentials(

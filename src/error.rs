@@ -12,6 +12,7 @@
 //! | [`LimitExceeded::TooLarge`] (one charge over a whole byte budget) | 413 | — | `invalid_request` |
 //! | [`LoginThrottled`](AuthError::LoginThrottled) (too many failed logins) | 429 + `Retry-After` | — | `too_many_requests` |
 //! | [`UserStore`](AuthError::UserStore) | 503 | — | `temporarily_unavailable` |
+//! | [`SessionStore`](AuthError::SessionStore) | 503 + `Retry-After` | — | `temporarily_unavailable` |
 //! | [`Password`](AuthError::Password) `Busy` (argon2 queue full) | 503 + `Retry-After` | — | `temporarily_unavailable` |
 //! | [`Internal`](AuthError::Internal) | 500 | — | `server_error` |
 //! | [`Grant`](AuthError::Grant) (token endpoint, RFC 6749 §5.2) | 400 / 413 / 415 | — | the §5.2 code |
@@ -82,6 +83,7 @@ use crate::limit::LimitExceeded;
 use crate::origin::OriginRejection;
 use crate::password::PasswordError;
 use crate::scope::Scopes;
+use crate::session::StoreError;
 use crate::throttle::LoginThrottled;
 use crate::token::{SigningError, TokenRejection};
 use crate::user::BoxError;
@@ -122,6 +124,10 @@ pub enum AuthError {
     /// work).
     #[error("login throttled")]
     LoginThrottled(LoginThrottled),
+    /// The shared session state failed or is too stale to trust (503); the
+    /// source is logged, never sent.
+    #[error("session store failed")]
+    SessionStore(#[source] StoreError),
     /// The application's user store failed; the source is logged, never sent.
     #[error("user store failed")]
     UserStore(#[source] BoxError),
@@ -148,7 +154,7 @@ impl AuthError {
     /// [`LimitExceeded::reason_code`]), so logs and metrics share one
     /// vocabulary; the others are `missing_credentials`, `invalid_request`,
     /// `insufficient_scope`, `login_throttled`, `password_busy`,
-    /// `password_hashing`, `user_store` and `internal`, and a
+    /// `password_hashing`, `user_store`, `session_store` and `internal`, and a
     /// token-endpoint error is its RFC 6749 §5.2 code (`invalid_grant`,
     /// `invalid_request`, `unsupported_grant_type`, `invalid_scope`) or
     /// `unsupported_media_type` / `payload_too_large`.
@@ -172,6 +178,7 @@ impl AuthError {
             AuthError::Password(PasswordError::Busy) => "password_busy",
             AuthError::Password(_) => "password_hashing",
             AuthError::UserStore(_) => "user_store",
+            AuthError::SessionStore(_) => "session_store",
             AuthError::Internal(_) => "internal",
             AuthError::Grant(grant) => match grant {
                 GrantError::InvalidRequest(_) => "invalid_request",
@@ -364,6 +371,8 @@ fn default_response(
     let wait = match error {
         AuthError::LimitExceeded(limit) => limit.retry_after(),
         AuthError::LoginThrottled(throttled) => Some(throttled.retry_after()),
+        // The shared state is back within its staleness bound, usually.
+        AuthError::SessionStore(_) => Some(std::time::Duration::from_secs(1)),
         _ => None,
     };
     if let Some(wait) = wait {
@@ -424,6 +433,11 @@ fn status_code_description(error: &AuthError) -> (StatusCode, &'static str, Stri
             "temporarily_unavailable",
             "the user store is unavailable".into(),
         ),
+        AuthError::SessionStore(_) => (
+            S::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the session store is unavailable".into(),
+        ),
         AuthError::Password(PasswordError::Busy) => (
             S::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",
@@ -445,7 +459,7 @@ fn status_code_description(error: &AuthError) -> (StatusCode, &'static str, Stri
             GrantError::UnsupportedGrantType => (
                 S::BAD_REQUEST,
                 "unsupported_grant_type",
-                "only grant_type=password is supported".into(),
+                "this grant_type is not supported".into(),
             ),
             GrantError::InvalidScope => (
                 S::BAD_REQUEST,
@@ -476,7 +490,7 @@ fn token_description(rejection: TokenRejection) -> &'static str {
         R::TooLong => "the access token is too long",
         R::Expired => "the access token expired",
         R::NotYetValid => "the access token is not valid yet",
-        R::UnknownUser | R::InactiveUser | R::Revoked => {
+        R::UnknownUser | R::InactiveUser | R::Revoked | R::SessionRevoked => {
             "the access token is not accepted: its account is unknown, disabled or has revoked it"
         }
         _ => "the access token is invalid",

@@ -51,11 +51,9 @@ impl fmt::Debug for PasswordGrant {
 }
 
 impl PasswordGrant {
-    /// Parses a token request from its `Content-Type` and body.
-    ///
-    /// A body that is not UTF-8 once percent-decoded (`password=%FF`) is
-    /// `invalid_request`: decoding it lossily would let different bytes
-    /// (`%FF`, `%FE`) collide into the same U+FFFD username or password.
+    /// Parses a password-grant request from its `Content-Type` and body;
+    /// any other `grant_type` is `unsupported_grant_type`. See
+    /// [`TokenRequest::from_form`] for the rules.
     ///
     /// ```
     /// use tower_auth::grant::PasswordGrant;
@@ -65,6 +63,63 @@ impl PasswordGrant {
     /// let grant = PasswordGrant::from_form(Some(&ct), form.as_bytes()).unwrap();
     /// assert_eq!(grant.username, "johndoe");
     /// assert_eq!(grant.scope.unwrap().to_string(), "items me");
+    /// ```
+    pub fn from_form(content_type: Option<&HeaderValue>, body: &[u8]) -> Result<Self, GrantError> {
+        match TokenRequest::from_form(content_type, body)? {
+            TokenRequest::Password(grant) => Ok(grant),
+            TokenRequest::RefreshToken(_) => Err(GrantError::UnsupportedGrantType),
+        }
+    }
+}
+
+/// A parsed refresh-token grant (RFC 6749 §6). `Debug` hides the token.
+#[derive(Clone)]
+pub struct RefreshGrant {
+    /// The refresh token, when the form carries it (`None`: the endpoint
+    /// reads it from the refresh-token cookie, if one is configured).
+    pub refresh_token: Option<String>,
+    /// The requested scopes: at most those of the original grant (a refresh
+    /// may narrow them, never widen them); `None` keeps them.
+    pub scope: Option<Scopes>,
+}
+
+impl fmt::Debug for RefreshGrant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RefreshGrant")
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "[redacted]"),
+            )
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+/// A token-endpoint request: the grants this crate serves.
+#[derive(Debug, Clone)]
+pub enum TokenRequest {
+    /// `grant_type=password` (or no `grant_type`).
+    Password(PasswordGrant),
+    /// `grant_type=refresh_token`.
+    RefreshToken(RefreshGrant),
+}
+
+impl TokenRequest {
+    /// Parses a token request from its `Content-Type` and body.
+    ///
+    /// A body that is not UTF-8 once percent-decoded (`password=%FF`) is
+    /// `invalid_request`: decoding it lossily would let different bytes
+    /// (`%FF`, `%FE`) collide into the same U+FFFD username or password.
+    ///
+    /// ```
+    /// use tower_auth::grant::TokenRequest;
+    ///
+    /// let ct = "application/x-www-form-urlencoded".parse().unwrap();
+    /// let form = b"grant_type=refresh_token&refresh_token=abc&scope=me";
+    /// let TokenRequest::RefreshToken(grant) = TokenRequest::from_form(Some(&ct), form).unwrap() else {
+    ///     panic!("a refresh grant");
+    /// };
+    /// assert_eq!(grant.refresh_token.as_deref(), Some("abc"));
     /// ```
     pub fn from_form(content_type: Option<&HeaderValue>, body: &[u8]) -> Result<Self, GrantError> {
         if !content_type.is_some_and(is_form_content_type) {
@@ -97,23 +152,27 @@ impl PasswordGrant {
             }
             Ok(first)
         };
-        if let Some(grant_type) = field("grant_type")?
-            && grant_type != "password"
-        {
-            return Err(GrantError::UnsupportedGrantType);
-        }
-        let username =
-            field("username")?.ok_or(GrantError::InvalidRequest("username is required"))?;
-        let password =
-            field("password")?.ok_or(GrantError::InvalidRequest("password is required"))?;
         let scope = field("scope")?
             .map(|s| Scopes::parse(s).map_err(|_| GrantError::InvalidScope))
             .transpose()?;
-        Ok(PasswordGrant {
-            username: username.to_owned(),
-            password: password.to_owned(),
-            scope,
-        })
+        match field("grant_type")? {
+            None | Some("password") => {
+                let username =
+                    field("username")?.ok_or(GrantError::InvalidRequest("username is required"))?;
+                let password =
+                    field("password")?.ok_or(GrantError::InvalidRequest("password is required"))?;
+                Ok(TokenRequest::Password(PasswordGrant {
+                    username: username.to_owned(),
+                    password: password.to_owned(),
+                    scope,
+                }))
+            }
+            Some("refresh_token") => Ok(TokenRequest::RefreshToken(RefreshGrant {
+                refresh_token: field("refresh_token")?.map(str::to_owned),
+                scope,
+            })),
+            Some(_) => Err(GrantError::UnsupportedGrantType),
+        }
     }
 }
 
@@ -138,6 +197,10 @@ pub struct TokenResponse {
     /// The granted scopes (omitted when none).
     #[serde(skip_serializing_if = "Scopes::is_empty")]
     pub scope: Scopes,
+    /// A refresh token (RFC 6749 §6), when refresh tokens are on and travel
+    /// in the body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
 }
 
 impl fmt::Debug for TokenResponse {
@@ -146,6 +209,10 @@ impl fmt::Debug for TokenResponse {
             .field("access_token", &"[redacted]")
             .field("expires_in", &self.expires_in)
             .field("scope", &self.scope)
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "[redacted]"),
+            )
             .finish()
     }
 }
@@ -157,6 +224,7 @@ impl TokenResponse {
             token_type: "Bearer",
             expires_in: lifetime.as_secs(),
             scope,
+            refresh_token: None,
         }
     }
 
@@ -182,10 +250,13 @@ pub enum GrantError {
     #[error("invalid_request: {0}")]
     InvalidRequest(&'static str),
     /// Wrong password, unknown user or disabled user: one answer for all
-    /// three so the endpoint does not reveal which usernames exist.
+    /// three so the endpoint does not reveal which usernames exist. Also
+    /// every refresh token that cannot be used: unknown, spent, expired,
+    /// revoked or malformed.
     #[error("invalid_grant")]
     InvalidGrant,
-    /// `grant_type` is present and is not `password`.
+    /// `grant_type` is present and is neither `password` nor
+    /// `refresh_token` (the latter only when refresh tokens are on).
     #[error("unsupported_grant_type")]
     UnsupportedGrantType,
     /// The requested `scope` is malformed, or names only scopes the user

@@ -36,13 +36,16 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full, Limited};
 
 use crate::authenticator::{Authenticator, log_rejection};
-use crate::credentials::SessionCookie;
+use crate::credentials::{CredentialKind, SessionCookie, cookie_value};
 use crate::error::AuthError;
-use crate::grant::{GrantError, MAX_FORM_LEN, PasswordGrant, TokenResponse, is_form_content_type};
+use crate::grant::{
+    GrantError, MAX_FORM_LEN, PasswordGrant, TokenRequest, TokenResponse, is_form_content_type,
+};
 use crate::password::PasswordError;
 use crate::refresh::Renewal;
 use crate::scope::Scopes;
-use crate::token::ExtraClaims;
+use crate::session::{Family, FamilyKey, RefreshToken, RefreshTokens, Rotation, new_session_id};
+use crate::token::{Claims, ExtraClaims, unix_now};
 use crate::user::{AuthUser, PasswordUpdate};
 
 // `Authenticator::login` is defined here, not in `authenticator`, so that
@@ -238,25 +241,218 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
             None => self.default_scopes().granted(&held),
         };
         let codec = self.codec();
-        let claims = codec.new_claims(
+        let mut claims = codec.new_claims(
             user.subject(),
             scope,
             user.token_version(),
             self.extra_claims_for(user),
         );
+        // Every login starts a session: what a logout revokes.
+        claims.sid = Some(new_session_id());
         let access_token = codec.issue(&claims)?;
+        let mut response =
+            TokenResponse::bearer(access_token, codec.access_lifetime(), claims.scope.clone());
+        if let Some(refresh) = self.refresh_tokens() {
+            let token = self.start_family(&claims, refresh).await?;
+            response.refresh_token = Some(token.as_str().to_owned());
+        }
         tracing::debug!(sub = ?user.subject(), "tokens issued");
-        Ok(TokenResponse::bearer(
-            access_token,
-            codec.access_lifetime(),
-            claims.scope,
-        ))
+        Ok(response)
+    }
+
+    /// Starts the refresh-token family of the session `claims` begin, and
+    /// returns its first token.
+    async fn start_family(
+        &self,
+        claims: &Claims<X>,
+        refresh: &RefreshTokens,
+    ) -> Result<RefreshToken, AuthError> {
+        let now = unix_now();
+        let token = RefreshToken::generate().map_err(AuthError::SessionStore)?;
+        let family = Family {
+            sid: claims.sid.clone().unwrap_or_default(),
+            subject: claims.sub.clone(),
+            scope: claims.scope.clone(),
+            token_version: claims.token_version.unwrap_or(0),
+            auth_time: now,
+            absolute_expiry: now.saturating_add(refresh.absolute_lifetime.as_secs()),
+            idle_timeout: refresh.idle_timeout.as_secs(),
+            last_used: now,
+            key: FamilyKey::generate().map_err(AuthError::SessionStore)?,
+            current: token.hash(),
+            previous: None,
+            spent: Vec::new(),
+        };
+        self.sessions()
+            .create_family(family, self.revoked_until(now))
+            .await
+            .map_err(AuthError::SessionStore)?;
+        Ok(token)
+    }
+
+    /// The refresh-token grant (RFC 6749 §6): spends `refresh_token` and
+    /// answers with a new access token and its successor (rotation). The
+    /// `requested` scopes may narrow those of the login, never widen them
+    /// (`invalid_scope`); either way the token carries only those the user
+    /// holds now.
+    ///
+    /// Every refresh token that cannot be used — malformed, unknown, spent,
+    /// expired, revoked, or its user gone, disabled or at another token
+    /// version — gets the same [`GrantError::InvalidGrant`]. A spent token
+    /// presented after the grace window is reuse: the whole family and its
+    /// session are revoked (its access tokens stop working) and a warning
+    /// is logged (`refresh token reused`, with the subject, never a token).
+    /// See [`session`](crate::session).
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        requested: Option<&Scopes>,
+    ) -> Result<TokenResponse, AuthError> {
+        let Some(refresh) = self.refresh_tokens() else {
+            return Err(GrantError::UnsupportedGrantType.into());
+        };
+        let refused = |reason: &'static str| {
+            tracing::info!(outcome = "invalid_grant", reason, "refresh refused");
+            AuthError::from(GrantError::InvalidGrant)
+        };
+        let Some(presented) = RefreshToken::parse(refresh_token) else {
+            return Err(refused("malformed"));
+        };
+        let sessions = self.sessions();
+        let Some(family) = sessions
+            .find_family(&presented.hash())
+            .await
+            .map_err(AuthError::SessionStore)?
+        else {
+            return Err(refused("unknown"));
+        };
+        // Checked before anything is spent, so a refused request leaves the
+        // token as it was.
+        if requested.is_some_and(|requested| !requested.is_subset(&family.scope)) {
+            return Err(GrantError::InvalidScope.into());
+        }
+        let now = unix_now();
+        let user = self
+            .store()
+            .find_by_subject(&family.subject)
+            .await
+            .map_err(AuthError::UserStore)?;
+        let Some(user) =
+            user.filter(|user| user.is_active() && user.token_version() == family.token_version)
+        else {
+            sessions
+                .revoke_session(&family.sid, self.revoked_until(now))
+                .await
+                .map_err(AuthError::SessionStore)?;
+            return Err(refused("user_revoked"));
+        };
+        let successor = presented.successor(&family.key);
+        let rotation = sessions
+            .rotate(
+                &presented.hash(),
+                &successor.hash(),
+                now,
+                refresh.grace,
+                self.revoked_until(now),
+            )
+            .await
+            .map_err(AuthError::SessionStore)?;
+        let family = match rotation {
+            Rotation::Rotated(family) | Rotation::Replayed(family) => family,
+            Rotation::Reused(family) => {
+                tracing::warn!(
+                    sub = ?family.subject,
+                    sid = ?family.sid,
+                    outcome = "refresh_token_reuse",
+                    "refresh token reused: its session is revoked"
+                );
+                return Err(refused("reused"));
+            }
+            Rotation::Expired => return Err(refused("expired")),
+            Rotation::Unknown => return Err(refused("unknown")),
+        };
+        let scope = requested
+            .unwrap_or(&family.scope)
+            .intersection(&user.allowed_scopes());
+        let codec = self.codec();
+        let mut claims = codec.new_claims(
+            user.subject(),
+            scope,
+            user.token_version(),
+            self.extra_claims_for(&user),
+        );
+        claims.sid = Some(family.sid);
+        claims.auth_time = Some(family.auth_time);
+        let access_token = codec.issue(&claims)?;
+        tracing::info!(sub = ?claims.sub, outcome = "token_issued", "refresh succeeded");
+        let mut response =
+            TokenResponse::bearer(access_token, codec.access_lifetime(), claims.scope);
+        response.refresh_token = Some(successor.as_str().to_owned());
+        Ok(response)
+    }
+
+    /// Logs out the session `claims` belong to (their `sid`): its access
+    /// tokens are refused from the next request on, by every instance that
+    /// shares the [session store](crate::AuthenticatorBuilder::session_store),
+    /// and its refresh-token family ends. The user's other sessions are
+    /// untouched. `Ok(false)` for claims that carry no session (nothing to
+    /// revoke). The crate's logout endpoints call it; so can an app's own
+    /// handler, or a hyper service:
+    ///
+    /// ```no_run
+    /// # async fn handler(auth: tower_auth::Authenticator<tower_auth::SimpleUser>, identity: tower_auth::Authenticated<tower_auth::SimpleUser>) -> Result<(), tower_auth::AuthError> {
+    /// auth.logout(&identity.claims).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn logout(&self, claims: &Claims<X>) -> Result<bool, AuthError> {
+        let Some(sid) = &claims.sid else {
+            return Ok(false);
+        };
+        self.sessions()
+            .revoke_session(sid, self.revoked_until(unix_now()))
+            .await
+            .map_err(AuthError::SessionStore)?;
+        tracing::info!(sub = ?claims.sub, "session logged out");
+        Ok(true)
+    }
+
+    /// Ends the session `refresh_token` belongs to, as [`logout`](Self::logout)
+    /// does (RFC 7009 in spirit): for a client whose access token has
+    /// expired. `Ok(false)` when the token belongs to no live family.
+    pub async fn revoke_refresh_token(&self, refresh_token: &str) -> Result<bool, AuthError> {
+        let Some(token) = RefreshToken::parse(refresh_token) else {
+            return Ok(false);
+        };
+        let sessions = self.sessions();
+        let Some(family) = sessions
+            .find_family(&token.hash())
+            .await
+            .map_err(AuthError::SessionStore)?
+        else {
+            return Ok(false);
+        };
+        sessions
+            .revoke_session(&family.sid, self.revoked_until(unix_now()))
+            .await
+            .map_err(AuthError::SessionStore)?;
+        tracing::info!(sub = ?family.subject, "session logged out by its refresh token");
+        Ok(true)
+    }
+
+    /// Until when a session revoked `now` must stay revoked: until every
+    /// access token that could carry it has expired (a revoked session is
+    /// never renewed or refreshed).
+    fn revoked_until(&self, now: u64) -> u64 {
+        now.saturating_add(self.codec().longest_token_life().as_secs())
     }
 }
 
 /// A complete token endpoint for any server that speaks `http` types: reads
-/// the body (at most [`MAX_FORM_LEN`] bytes), parses the grant, logs the user
-/// in and renders the answer — success or error.
+/// the body (at most [`MAX_FORM_LEN`] bytes), parses the grant — the
+/// password grant, or `grant_type=refresh_token` when refresh tokens are on
+/// — and renders the answer, success or error. With a
+/// [refresh-token cookie](crate::session::RefreshTokens::cookie), the
+/// refresh token travels in that cookie, not in the body, both ways.
 ///
 /// ```no_run
 /// # use tower_auth::{Authenticator, SimpleUser};
@@ -274,8 +470,15 @@ where
     B: Body,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let mut response = match login(auth, request).await {
-        Ok(token) => token.into_response(),
+    let mut response = match token_request(auth, request).await {
+        Ok(token) => {
+            let (token, refresh_cookie) = refresh_token_delivery(auth, token);
+            let mut response = token.into_response();
+            if let Some(set_cookie) = refresh_cookie {
+                response.headers_mut().append(SET_COOKIE, set_cookie);
+            }
+            response
+        }
         Err(err) => auth.error_response(&err),
     };
     // A login response is never the place to renew the caller's old token.
@@ -306,9 +509,10 @@ where
 {
     let (parts, body) = request.into_parts();
     let result = match session_cookie(auth, &parts) {
-        Ok(cookie) => login(auth, Request::from_parts(parts, body))
+        Ok(cookie) => token_request(auth, Request::from_parts(parts, body))
             .await
             .map(|token| {
+                let (token, refresh_cookie) = refresh_token_delivery(auth, token);
                 let max_age = Duration::from_secs(token.expires_in);
                 let set_cookie = cookie.set_cookie(&token.access_token, max_age);
                 let mut response = if cookie.login_body_has_token() {
@@ -316,7 +520,11 @@ where
                 } else {
                     session_response(token)
                 };
-                response.headers_mut().append(SET_COOKIE, set_cookie);
+                let headers = response.headers_mut();
+                headers.append(SET_COOKIE, set_cookie);
+                if let Some(set_cookie) = refresh_cookie {
+                    headers.append(SET_COOKIE, set_cookie);
+                }
                 response
             }),
         Err(err) => Err(err),
@@ -348,26 +556,58 @@ fn session_response(token: TokenResponse) -> Response<Full<Bytes>> {
     Response::from_parts(parts, Full::new(Bytes::from(body)))
 }
 
-/// Logout for cookie sessions: `204 No Content` with a `Set-Cookie` that
-/// deletes the session cookie, `Cache-Control: no-store` and
-/// [`Renewal::Skip`]; see [cookie sessions](self#cookie-sessions).
-///
-/// It needs no valid token: a user whose cookie expired must still be able
-/// to clear it, so mount it outside any layer that requires authentication.
-/// (The token itself stays valid until its `exp`; to revoke every token of a
-/// user, raise their token version.) 403 for a foreign page; 500 without a
-/// cookie source.
-pub fn logout_endpoint<U, X>(auth: &Authenticator<U, X>, parts: &Parts) -> Response<Full<Bytes>>
+/// Moves a token response's refresh token into the refresh-token cookie,
+/// when refresh tokens travel in one (never readable by page scripts).
+fn refresh_token_delivery<U, X>(
+    auth: &Authenticator<U, X>,
+    mut token: TokenResponse,
+) -> (TokenResponse, Option<HeaderValue>)
 where
     U: AuthUser,
     X: ExtraClaims,
 {
-    let mut response = match session_cookie(auth, parts) {
-        Ok(cookie) => {
+    let Some(refresh) = auth.refresh_tokens() else {
+        return (token, None);
+    };
+    let Some(cookie) = &refresh.cookie else {
+        return (token, None);
+    };
+    let set_cookie = token
+        .refresh_token
+        .take()
+        .map(|refresh_token| cookie.set_cookie(&refresh_token, refresh.idle_timeout));
+    (token, set_cookie)
+}
+
+/// Logout: revokes the session of the request's access token (bearer or
+/// cookie) through [`Authenticator::logout`] — its access tokens are
+/// refused from the next request on and its refresh-token family ends —
+/// and, with a refresh-token cookie, the session that cookie's token
+/// belongs to. Then `204 No Content`, `Cache-Control: no-store`,
+/// [`Renewal::Skip`], and a `Set-Cookie` deleting the session cookie (and
+/// the refresh-token cookie) where the authenticator has them.
+///
+/// A request whose token is expired or invalid is answered 204 too:
+/// there is nothing it could revoke, and a user whose cookie expired must
+/// still be able to clear it, so mount it outside any layer that requires
+/// authentication. 403 for a foreign page when cookies are in use (logout
+/// CSRF); 503 when the session store fails.
+pub async fn logout_endpoint<U, X>(
+    auth: &Authenticator<U, X>,
+    parts: &Parts,
+) -> Response<Full<Bytes>>
+where
+    U: AuthUser,
+    X: ExtraClaims,
+{
+    let mut response = match logout(auth, parts).await {
+        Ok(removals) => {
             let mut response = Response::new(Full::new(Bytes::new()));
             *response.status_mut() = StatusCode::NO_CONTENT;
             let headers = response.headers_mut();
-            headers.insert(SET_COOKIE, cookie.removal());
+            for removal in removals {
+                headers.append(SET_COOKIE, removal);
+            }
             headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
             response
         }
@@ -375,6 +615,44 @@ where
     };
     response.extensions_mut().insert(Renewal::Skip);
     response
+}
+
+/// Revokes what the request can prove it holds; the `Set-Cookie` values
+/// that delete the authenticator's cookies.
+async fn logout<U, X>(
+    auth: &Authenticator<U, X>,
+    parts: &Parts,
+) -> Result<Vec<HeaderValue>, AuthError>
+where
+    U: AuthUser,
+    X: ExtraClaims,
+{
+    let session_cookie = auth.credentials().session_cookie_config();
+    let refresh_cookie = auth
+        .refresh_tokens()
+        .and_then(|refresh| refresh.cookie.as_ref());
+    if session_cookie.is_some() || refresh_cookie.is_some() {
+        check_session_change(auth, parts)?;
+    }
+    match auth.authenticate_optional(parts).await {
+        Ok(Some(identity)) => {
+            auth.logout(&identity.claims).await?;
+        }
+        // A failing store is an answer to give; a token that is refused
+        // (expired, revoked, malformed) revokes nothing.
+        Err(err @ (AuthError::UserStore(_) | AuthError::SessionStore(_))) => return Err(err),
+        Ok(None) | Err(_) => {}
+    }
+    if let Some(cookie) = refresh_cookie
+        && let Ok(Some(token)) = cookie_value(parts, cookie.name())
+    {
+        auth.revoke_refresh_token(&token).await?;
+    }
+    Ok(session_cookie
+        .into_iter()
+        .chain(refresh_cookie)
+        .map(SessionCookie::removal)
+        .collect())
 }
 
 /// The cookie to set or clear, once the request's origin is accepted.
@@ -387,24 +665,35 @@ where
     X: ExtraClaims,
 {
     let Some(cookie) = auth.credentials().session_cookie_config() else {
-        tracing::error!(
-            "session login/logout needs a cookie source in the authenticator's Credentials"
-        );
+        tracing::error!("session login needs a cookie source in the authenticator's Credentials");
         return Err(AuthError::Internal(
             "the authenticator has no session cookie configured",
         ));
     };
-    if let Err(rejection) = auth.origin_guard().check_session_change(parts) {
-        let err = AuthError::from(rejection);
-        // Logged as a refused cookie request is, so login and logout CSRF
-        // attempts show in the log too.
-        log_rejection(&err);
-        return Err(err);
-    }
+    check_session_change(auth, parts)?;
     Ok(cookie)
 }
 
-async fn login<U, X, B>(
+/// The Origin rule for requests that set or clear a cookie (login and
+/// logout CSRF).
+fn check_session_change<U, X>(auth: &Authenticator<U, X>, parts: &Parts) -> Result<(), AuthError>
+where
+    U: AuthUser,
+    X: ExtraClaims,
+{
+    auth.origin_guard()
+        .check_session_change(parts)
+        .map_err(|rejection| {
+            let err = AuthError::from(rejection);
+            // Logged as a refused cookie request is, so login and logout
+            // CSRF attempts show in the log too.
+            log_rejection(&err);
+            err
+        })
+}
+
+/// Reads a token request and serves its grant.
+async fn token_request<U, X, B>(
     auth: &Authenticator<U, X>,
     request: Request<B>,
 ) -> Result<TokenResponse, AuthError>
@@ -429,9 +718,53 @@ where
                 GrantError::InvalidRequest("the body could not be read")
             }
         })?;
-    let grant = PasswordGrant::from_form(content_type, &body.to_bytes())?;
-    let client = auth
-        .login_throttle()
-        .and_then(|throttle| throttle.client_key(&parts));
-    auth.login(&grant, client.as_deref()).await
+    match TokenRequest::from_form(content_type, &body.to_bytes())? {
+        TokenRequest::Password(grant) => {
+            let client = auth
+                .login_throttle()
+                .and_then(|throttle| throttle.client_key(&parts));
+            auth.login(&grant, client.as_deref()).await
+        }
+        TokenRequest::RefreshToken(_) if auth.refresh_tokens().is_none() => {
+            Err(GrantError::UnsupportedGrantType.into())
+        }
+        TokenRequest::RefreshToken(grant) => {
+            let token = refresh_token_of(auth, &parts, grant.refresh_token)?;
+            auth.refresh(&token, grant.scope.as_ref()).await
+        }
+    }
+}
+
+/// The refresh token a refresh grant presents: the form's `refresh_token`,
+/// or the refresh-token cookie's (which, being ambient, must pass the
+/// Origin guard as a cookie-authenticated `POST` does). Both at once is
+/// `invalid_request`, as a token sent by two methods is (RFC 6750 §2).
+fn refresh_token_of<U, X>(
+    auth: &Authenticator<U, X>,
+    parts: &Parts,
+    in_form: Option<String>,
+) -> Result<String, AuthError>
+where
+    U: AuthUser,
+    X: ExtraClaims,
+{
+    let cookie = auth
+        .refresh_tokens()
+        .and_then(|refresh| refresh.cookie.as_ref());
+    let in_cookie = match cookie {
+        Some(cookie) => cookie_value(parts, cookie.name())?.filter(|value| !value.is_empty()),
+        None => None,
+    };
+    match (in_form, in_cookie) {
+        (Some(token), None) => Ok(token),
+        (None, Some(token)) => {
+            auth.origin_guard().check(parts, CredentialKind::Cookie)?;
+            Ok(token.into_owned())
+        }
+        (Some(_), Some(_)) => Err(GrantError::InvalidRequest(
+            "the refresh token was sent by more than one method",
+        )
+        .into()),
+        (None, None) => Err(GrantError::InvalidRequest("refresh_token is required").into()),
+    }
 }

@@ -349,6 +349,7 @@ mod tests {
             scope: Scopes::parse("me").unwrap(),
             auth_time: Some(auth_time),
             token_version: Some(2),
+            sid: None,
             extra: (),
         }
     }

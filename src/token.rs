@@ -103,6 +103,9 @@ pub enum TokenRejection {
     /// The token's version is older than the user's (password change,
     /// "log out everywhere").
     Revoked,
+    /// The token's session (`sid`) was logged out, or ended by
+    /// refresh-token reuse.
+    SessionRevoked,
 }
 
 impl TokenRejection {
@@ -126,6 +129,7 @@ impl TokenRejection {
             Self::UnknownUser => "unknown_user",
             Self::InactiveUser => "inactive_user",
             Self::Revoked => "revoked",
+            Self::SessionRevoked => "session_revoked",
         }
     }
 }
@@ -207,6 +211,12 @@ pub struct Claims<X = ()> {
     /// the user's current version is revoked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_version: Option<u64>,
+    /// The session the token belongs to (OpenID Connect's `sid`): set by
+    /// every login, kept by renewals and refreshes, and what a logout
+    /// revokes (see [`session`](crate::session)). A token without one
+    /// belongs to no session and is not affected by logouts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
     /// The application's own claims.
     #[serde(flatten)]
     pub extra: X,
@@ -228,6 +238,7 @@ struct RawClaims<X> {
     scp: Option<Vec<String>>,
     auth_time: Option<u64>,
     token_version: Option<u64>,
+    sid: Option<String>,
     #[serde(flatten)]
     extra: X,
 }
@@ -253,6 +264,7 @@ impl<X> RawClaims<X> {
             scope,
             auth_time: self.auth_time,
             token_version: self.token_version,
+            sid: self.sid,
             extra: self.extra,
         })
     }
@@ -547,14 +559,21 @@ impl TokenCodec {
         self.inner.access_lifetime
     }
 
+    /// How long after now every token this codec issued or would accept has
+    /// expired: the access lifetime plus the leeway (and a second, as
+    /// `exp` is whole seconds). A revoked session is remembered that long.
+    pub fn longest_token_life(&self) -> Duration {
+        self.inner.access_lifetime + Duration::from_secs(self.inner.leeway + 1)
+    }
+
     /// The identity of this codec's key set (see [`VerifiedTokens`]).
     pub(crate) fn key_set_id(&self) -> u64 {
         self.inner.key_set
     }
 
     /// Claims for a new access token: issued now, expiring after the access
-    /// lifetime, with a fresh `jti`, `auth_time` = now, and the configured
-    /// issuer and audience.
+    /// lifetime, with a fresh `jti`, `auth_time` = now, the configured
+    /// issuer and audience, and no session (`sid`; a login sets one).
     pub fn new_claims<X>(
         &self,
         sub: impl Into<String>,
@@ -579,6 +598,7 @@ impl TokenCodec {
             scope,
             auth_time: Some(now),
             token_version: Some(token_version),
+            sid: None,
             extra,
         }
     }

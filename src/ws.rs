@@ -328,6 +328,7 @@ mod tests {
             scope: Scopes::none(),
             auth_time: None,
             token_version: None,
+            sid: None,
             extra: (),
         }
     }

@@ -32,8 +32,13 @@ async fn handle(
     Ok(response)
 }
 
-/// Serves `auth` with hyper alone on 127.0.0.1:0; returns `http://ADDR`.
-async fn serve(auth: Authenticator<SimpleUser>) -> String {
+/// Serves `auth` with hyper alone on 127.0.0.1:0, each request through
+/// `handler`; returns `http://ADDR`.
+async fn serve_with<F, Fut>(auth: Authenticator<SimpleUser>, handler: F) -> String
+where
+    F: Fn(Authenticator<SimpleUser>, Request<Incoming>) -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -41,7 +46,7 @@ async fn serve(auth: Authenticator<SimpleUser>) -> String {
             let (stream, _) = listener.accept().await.unwrap();
             let auth = auth.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |request| handle(auth.clone(), request));
+                let service = service_fn(move |request| handler(auth.clone(), request));
                 let _ = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -49,6 +54,10 @@ async fn serve(auth: Authenticator<SimpleUser>) -> String {
         }
     });
     format!("http://{addr}")
+}
+
+async fn serve(auth: Authenticator<SimpleUser>) -> String {
+    serve_with(auth, handle).await
 }
 
 fn authenticator() -> Authenticator<SimpleUser> {
@@ -115,4 +124,70 @@ async fn authenticate_and_error_response_without_tower() {
     let renewed = client.get(&base).bearer_auth(&aging).send().await.unwrap();
     assert_eq!(renewed.status(), 200);
     assert!(renewed.headers().get("x-refreshed-token").is_some());
+}
+
+/// Issue 17 on the hyper path: the framework-neutral token endpoint takes
+/// `grant_type=refresh_token`, and the logout endpoint revokes the session.
+#[tokio::test]
+async fn refresh_and_logout_without_tower() {
+    async fn route(
+        auth: Authenticator<SimpleUser>,
+        request: Request<Incoming>,
+    ) -> Result<Response<Full<Bytes>>, Infallible> {
+        Ok(match request.uri().path() {
+            "/token" => tower_auth::login::token_endpoint(&auth, request).await,
+            "/logout" => tower_auth::login::logout_endpoint(&auth, &request.into_parts().0).await,
+            _ => return handle(auth, request).await,
+        })
+    }
+    let passwords = tower_auth::PasswordHasher::builder()
+        .params(8, 1, 1)
+        .build()
+        .unwrap();
+    let users = MemoryUserStore::new();
+    users.insert(SimpleUser::new("johndoe", passwords.hash("pw").await.unwrap()));
+    let codec = common::codec_builder(Key::hs256(common::SECRET).unwrap())
+        .build()
+        .unwrap();
+    let auth = Authenticator::builder(users, codec)
+        .passwords(passwords)
+        .refresh_tokens(tower_auth::session::RefreshTokens::new())
+        .build()
+        .unwrap();
+    let base = serve_with(auth, route).await;
+    let client = common::client();
+    let token = |form: Vec<(&'static str, String)>| {
+        let client = client.clone();
+        let url = format!("{base}/token");
+        async move {
+            let body: serde_json::Value = client
+                .post(url)
+                .form(&form)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            body
+        }
+    };
+    let login = token(vec![("username", "johndoe".into()), ("password", "pw".into())]).await;
+    let refreshed = token(vec![
+        ("grant_type", "refresh_token".into()),
+        ("refresh_token", login["refresh_token"].as_str().unwrap().into()),
+    ])
+    .await;
+    let access = refreshed["access_token"].as_str().unwrap();
+    let me = client.get(&base).bearer_auth(access).send().await.unwrap();
+    assert_eq!(me.status(), 200);
+    let out = client
+        .post(format!("{base}/logout"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 204);
+    let me = client.get(&base).bearer_auth(access).send().await.unwrap();
+    assert_eq!(me.status(), 401);
 }

@@ -13,12 +13,14 @@ mod common;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tower_auth::axum::token_endpoint;
+use tower_auth::session::RefreshTokens;
 use tower_auth::{
     AuthLayer, Authenticator, Credentials, Key, PasswordHasher, SimpleUser, TokenCodec,
 };
@@ -86,6 +88,8 @@ async fn no_token_password_or_secret_reaches_a_log_line_or_debug_output() {
         .unwrap();
     let auth = Authenticator::builder(users, codec.clone())
         .credentials(Credentials::bearer().query("token").cookie("at"))
+        // No grace: the second use of a refresh token is reuse at once.
+        .refresh_tokens(RefreshTokens::new().grace(Duration::ZERO))
         .build()
         .unwrap();
     let app = Router::new()
@@ -104,8 +108,29 @@ async fn no_token_password_or_secret_reaches_a_log_line_or_debug_output() {
             .form(&[("username", "johndoe"), ("password", password)])
             .send()
     };
-    let token: serde_json::Value = login(PASSWORD).await.unwrap().json().await.unwrap();
-    let token = token["access_token"].as_str().unwrap().to_owned();
+    let tokens: serde_json::Value = login(PASSWORD).await.unwrap().json().await.unwrap();
+    let token = tokens["access_token"].as_str().unwrap().to_owned();
+    // A second session: a refresh, then the spent refresh token again:
+    // reuse, a security event that is logged, with no token in it.
+    let session: serde_json::Value = login(PASSWORD).await.unwrap().json().await.unwrap();
+    let first_refresh = session["refresh_token"].as_str().unwrap().to_owned();
+    let refresh = |refresh_token: String| {
+        client
+            .post(format!("{base}/token"))
+            .form(&[
+                ("grant_type", "refresh_token".to_owned()),
+                ("refresh_token", refresh_token),
+            ])
+            .send()
+    };
+    let refreshed: serde_json::Value = refresh(first_refresh.clone())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let second_refresh = refreshed["refresh_token"].as_str().unwrap().to_owned();
+    assert_eq!(refresh(first_refresh.clone()).await.unwrap().status(), 400);
     assert_eq!(login(WRONG_PASSWORD).await.unwrap().status(), 400);
 
     let me = format!("{base}/me");
@@ -177,10 +202,16 @@ async fn no_token_password_or_secret_reaches_a_log_line_or_debug_output() {
         logged.contains("login succeeded"),
         "the capture works: {logged}"
     );
+    assert!(
+        logged.contains("refresh token reused: its session is revoked"),
+        "reuse is logged as a security event: {logged}"
+    );
     let signature = token.rsplit('.').next().unwrap();
     for secret in [
         token.as_str(),
         signature,
+        first_refresh.as_str(),
+        second_refresh.as_str(),
         PASSWORD,
         WRONG_PASSWORD,
         HMAC_SECRET,
