@@ -26,6 +26,10 @@
 //!   1800), from 2 to 28800 (the absolute lifetime); anything else stops the
 //!   server at startup. Short lifetimes are for trying renewal out (the
 //!   browser tests use a few seconds).
+//! - `REFRESH_GRACE_SECS`: how long after a refresh token was spent the
+//!   same token gets the same successor again (two tabs refreshing at once,
+//!   a retried request) instead of ending the session as reuse (default 5,
+//!   0 to 60).
 //! - `HEADER_READ_TIMEOUT_SECS`: a client that has not sent a request's
 //!   whole header within this time is disconnected (default 10).
 //! - `MAX_CONNECTIONS`: open connections at most; more wait to be accepted
@@ -40,6 +44,12 @@
 //! second half (its last 15 minutes) gets a renewed one in the
 //! `x-refreshed-token` response header (exposed to page scripts through
 //! CORS), for at most 8 hours after login.
+//!
+//! Sessions: a login also returns a `refresh_token`; `POST /token` with
+//! `grant_type=refresh_token` spends it for a new access token and a new
+//! refresh token (presenting a spent one again ends the session); `POST
+//! /logout` with the bearer token revokes the session (204): its tokens are
+//! refused from the next request on, the user's other sessions live on.
 //!
 //! Failed logins are throttled (the library's default): 5 per username and
 //! client address, 20 per username, 100 per address, per 15 minutes; past
@@ -61,7 +71,8 @@ use axum::http::{HeaderValue, Method};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
-use tower_auth::axum::{ScopeRequirement, Scoped, token_endpoint};
+use tower_auth::axum::{ScopeRequirement, Scoped, logout, token_endpoint};
+use tower_auth::session::RefreshTokens;
 use tower_auth::{
     Algorithm, AuthLayer, AuthUser, Authenticated, Authenticator, Key, MemoryUserStore,
     PasswordHasher, Scopes, SlidingExpiry, TokenCodec,
@@ -170,6 +181,7 @@ async fn health() -> Json<Status> {
 fn app(auth: Authenticator<User>, cors: CorsLayer) -> Router {
     Router::new()
         .route("/token", post(token_endpoint::<User, ()>))
+        .route("/logout", post(logout::<User, ()>))
         .route("/users/me", get(read_users_me))
         .route("/users/me/items", get(read_own_items))
         .route("/status", get(read_system_status))
@@ -313,6 +325,23 @@ fn token_lifetime() -> Result<Duration, Box<dyn Error>> {
     }
 }
 
+/// `REFRESH_GRACE_SECS`: 0 to 60 seconds; 5 when unset.
+fn refresh_grace() -> Result<Duration, Box<dyn Error>> {
+    match std::env::var("REFRESH_GRACE_SECS") {
+        Err(std::env::VarError::NotPresent) => Ok(Duration::from_secs(5)),
+        Ok(value) => match value.parse::<u64>() {
+            Ok(secs) if secs <= 60 => Ok(Duration::from_secs(secs)),
+            _ => Err(format!(
+                "REFRESH_GRACE_SECS must be a whole number of seconds from 0 to 60, not {value:?}"
+            )
+            .into()),
+        },
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err("REFRESH_GRACE_SECS is not valid UTF-8".into())
+        }
+    }
+}
+
 async fn run() -> Result<(), Box<dyn Error>> {
     let lifetime = token_lifetime()?;
     let key = signing_key()?;
@@ -328,6 +357,9 @@ async fn run() -> Result<(), Box<dyn Error>> {
         // Renewal past half-life, the default: for 30-minute tokens, in
         // their last 15 minutes.
         .sliding_expiry(SlidingExpiry::new(ABSOLUTE_LIFETIME))
+        // A login also returns a refresh token (families kept in memory:
+        // one instance).
+        .refresh_tokens(RefreshTokens::new().grace(refresh_grace()?))
         .build()?;
     let cors = cors(&auth)?;
     let limits = serve::ServerLimits::from_env()?;
@@ -368,6 +400,18 @@ fn print_usage(base: &str) -> std::io::Result<()> {
     writeln!(
         out,
         "  # log in with -d '...&scope=me' and /users/me/items answers 403 insufficient_scope"
+    )?;
+    writeln!(
+        out,
+        r#"  REFRESH=$(curl -s -d 'username=johndoe&password=secret' {base}/token | sed -E 's/.*"refresh_token":"([^"]+)".*/\1/')"#
+    )?;
+    writeln!(
+        out,
+        r#"  curl -d "grant_type=refresh_token&refresh_token=$REFRESH" {base}/token   # new tokens; $REFRESH is spent"#
+    )?;
+    writeln!(
+        out,
+        r#"  curl -X POST -H "Authorization: Bearer $TOKEN" {base}/logout   # 204: this session's tokens stop working"#
     )?;
     out.flush()
 }

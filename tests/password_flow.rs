@@ -556,3 +556,64 @@ async fn a_challenge_names_the_scopes_of_the_route_as_fastapi_does() {
         r#"Bearer realm="password_flow""#
     );
 }
+
+/// Issue 17 on the tutorial server: refresh tokens rotate, a reused one
+/// ends the session, and `POST /logout` revokes one session only.
+#[tokio::test]
+async fn refresh_tokens_rotate_and_logout_revokes_the_session() {
+    // No grace: presenting a spent refresh token again is reuse at once.
+    let server = Server::start(
+        "password_flow",
+        Some(SECRET),
+        &[("REFRESH_GRACE_SECS", "0")],
+    );
+    let form = "username=johndoe&password=secret&scope=me";
+    let first: Value = login(&server, form).await.json().await.unwrap();
+    let refresh = |token: String| {
+        client()
+            .post(server.url("/token"))
+            .form(&[("grant_type", "refresh_token"), ("refresh_token", &token)])
+            .send()
+    };
+    let refresh_token = |body: &Value| body["refresh_token"].as_str().unwrap().to_owned();
+    let access_token = |body: &Value| body["access_token"].as_str().unwrap().to_owned();
+
+    let response = refresh(refresh_token(&first)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let second: Value = response.json().await.unwrap();
+    assert_ne!(refresh_token(&second), refresh_token(&first));
+    assert_eq!(second["scope"], "me");
+    get_json(&server, "/users/me", &access_token(&second)).await;
+
+    // The spent token again: the family and its session end.
+    let reused = refresh(refresh_token(&first)).await.unwrap();
+    assert_eq!(reused.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        reused.json::<Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
+    for token in [access_token(&first), access_token(&second)] {
+        let me = get(&server, "/users/me", Some(&token)).await;
+        assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    // Logout revokes one session; another login's lives on.
+    let phone = token(&server, form).await;
+    let laptop = token(&server, form).await;
+    let out = client()
+        .post(server.url("/logout"))
+        .bearer_auth(&phone)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        get(&server, "/users/me", Some(&phone)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    get_json(&server, "/users/me", &laptop).await;
+
+    let stderr = server.stop();
+    assert!(stderr.contains("refresh token reused"), "{stderr}");
+    assert!(!stderr.contains(&refresh_token(&first)), "{stderr}");
+}

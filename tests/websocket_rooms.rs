@@ -586,6 +586,47 @@ async fn logging_out_everywhere_closes_open_sockets_with_4001() {
     assert_eq!(stderr.matches("token revoked").count(), 1, "{stderr}");
 }
 
+/// Issue 17: `/logout` revokes the session, not just the cookie — its
+/// token is refused from the next request on and its open socket closes
+/// with 4001 at the next re-check; the user's other session lives on.
+#[tokio::test]
+async fn logging_out_revokes_the_session_and_closes_its_socket_with_4001() {
+    let server = start(&[("RECHECK_SECS", "1")]);
+    let (browser, _) = login(&server, "full").await;
+    let (other, _) = login(&server, "full").await;
+    let mut logged_out = opened(&server, "/ws/lobby", &[cookie(&browser), origin(FRONTEND)]).await;
+    let mut kept = opened(&server, "/ws/lobby", &[bearer(&other)]).await;
+    say(&mut kept, "joined").await;
+
+    let response = client()
+        .post(server.url("/logout"))
+        .header("origin", FRONTEND)
+        .header(cookie(&browser).0, cookie(&browser).1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let closed = tokio::time::timeout(Duration::from_secs(5), close_code(&mut logged_out))
+        .await
+        .expect("the socket closes within a few checks");
+    assert_eq!(closed, 4001);
+    for token in [&browser, &other] {
+        let me = client()
+            .get(server.url("/me"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let expected = if token == &browser {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::OK
+        };
+        assert_eq!(me.status(), expected);
+    }
+    say(&mut kept, "still here").await;
+}
+
 #[tokio::test]
 async fn the_page_is_served() {
     let server = start(&[]);

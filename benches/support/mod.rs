@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::LazyLock;
 use std::time::SystemTime;
 
+use tower_auth::session::{MemorySessionStore, SessionStore};
 use tower_auth::{MemoryUserStore, Scopes, SimpleUser};
 
 /// The store every bench looks its user up in: `johndoe`, scopes `me items`.
@@ -15,6 +16,21 @@ pub fn users() -> MemoryUserStore<SimpleUser> {
         SimpleUser::new("johndoe", "unused").with_scopes(Scopes::parse("me items").unwrap()),
     );
     users
+}
+
+/// A session store holding `revoked` logged-out sessions (none of them the
+/// benches' own), as a busy app's would.
+#[allow(dead_code)] // Not every bench uses it.
+pub async fn sessions_with_revocations(revoked: usize) -> MemorySessionStore {
+    let sessions = MemorySessionStore::new();
+    let until = u64::MAX / 2;
+    for n in 0..revoked {
+        sessions
+            .revoke_session(&format!("{n:032x}"), until)
+            .await
+            .unwrap();
+    }
+    sessions
 }
 
 static RUN_STARTED: LazyLock<SystemTime> = LazyLock::new(SystemTime::now);
