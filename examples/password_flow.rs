@@ -61,7 +61,7 @@ use axum::http::{HeaderValue, Method};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
-use tower_auth::axum::{ScopeRequirement, Scoped, token_endpoint};
+use tower_auth::axum::{Scoped, token_endpoint};
 use tower_auth::{
     Algorithm, AuthLayer, AuthUser, Authenticated, Authenticator, Key, MemoryUserStore,
     PasswordHasher, Scopes, SlidingExpiry, TokenCodec,
@@ -116,16 +116,11 @@ impl AuthUser for User {
     }
 }
 
-/// FastAPI's `Security(get_current_active_user, scopes=["me"])`.
-struct ReadMe;
-impl ScopeRequirement for ReadMe {
-    const SCOPES: &'static [&'static str] = &["me"];
-}
-
-/// FastAPI's `Security(get_current_active_user, scopes=["me", "items"])`.
-struct ReadItems;
-impl ScopeRequirement for ReadItems {
-    const SCOPES: &'static [&'static str] = &["me", "items"];
+tower_auth::scope_requirement! {
+    /// FastAPI's `Security(get_current_active_user, scopes=["me"])`.
+    ReadMe: "me";
+    /// FastAPI's `Security(get_current_active_user, scopes=["me", "items"])`.
+    ReadItems: "me", "items";
 }
 
 #[derive(Serialize)]
