@@ -32,6 +32,11 @@ struct Notes {
 }
 
 fn start() -> Notes {
+    // A locked database fails fast (the lock test holds one).
+    start_with_busy_timeout("100")
+}
+
+fn start_with_busy_timeout(milliseconds: &str) -> Notes {
     let dir = tempfile::tempdir().unwrap();
     let database = dir.path().join("notes.sqlite3");
     let server = ExampleServer::start(
@@ -40,8 +45,7 @@ fn start() -> Notes {
         &[
             ("DATABASE_PATH", database.to_str().unwrap()),
             ("ADMIN_PASSWORD", ADMIN_PASSWORD),
-            // A locked database fails fast (the lock test holds one).
-            ("DB_BUSY_TIMEOUT_MS", "100"),
+            ("DB_BUSY_TIMEOUT_MS", milliseconds),
         ],
     );
     Notes {
@@ -321,6 +325,60 @@ async fn an_old_hash_is_rehashed_in_the_table_after_a_login() {
     assert_eq!(notes.get("/me", &token).await.status(), StatusCode::OK);
     notes
         .token(&[("username", "johndoe"), ("password", "secret")])
+        .await;
+}
+
+/// The password changes between the login that verified the old hash and
+/// the rehash's write: the write must not revert it (compare-and-set).
+/// The test holds the write lock with the change made but not committed
+/// while the login reads the old hash; the rehash's `UPDATE` can only run
+/// after the commit, and finds another hash than the one it verified.
+#[tokio::test]
+async fn a_password_changed_during_a_rehash_is_not_reverted() {
+    // The rehash waits for the test's lock instead of failing.
+    let notes = start_with_busy_timeout("30000");
+    let mut db = open(&notes.database).await;
+    sqlx::query(
+        "INSERT INTO users (username, password_hash, scopes) VALUES ('johndoe', ?, 'notes:read')",
+    )
+    .bind(OLD_HASH)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let changed = PasswordHasher::new().hash("changed").await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE users SET password_hash = ? WHERE username = 'johndoe'")
+        .bind(&changed)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    notes
+        .token(&[("username", "johndoe"), ("password", "secret")])
+        .await;
+    sqlx::query("COMMIT").execute(&mut db).await.unwrap();
+
+    let mut stderr = String::new();
+    for _ in 0..600 {
+        stderr = notes.server.stderr_so_far();
+        if stderr.contains("password rehash") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        stderr.contains("password rehash dropped: the stored hash changed"),
+        "{stderr}"
+    );
+    assert_eq!(password_hash(&notes.database, "johndoe").await, changed);
+    let refused = notes
+        .login(&[("username", "johndoe"), ("password", "secret")])
+        .await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    notes
+        .token(&[("username", "johndoe"), ("password", "changed")])
         .await;
 }
 
