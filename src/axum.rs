@@ -279,6 +279,8 @@ pub trait ScopeRequirement: Send + Sync + 'static {
 /// its own; the macro writes the struct and its `impl` for you. It is named
 /// after the trait it implements (`scopes!` would read as if it built a
 /// [`Scopes`] value).
+// Exported at the crate root, out of this module's `cfg`: say so on docs.rs.
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 #[macro_export]
 macro_rules! scope_requirement {
     ($($(#[$attr:meta])* $vis:vis $name:ident: $($scope:literal),+ $(,)?);+ $(;)?) => {

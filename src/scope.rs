@@ -207,8 +207,8 @@ impl DefaultScopes {
 /// without space, `"` and `\`.
 ///
 /// A `const fn`, so that a requirement written in code is checked when it is
-/// compiled: [`scope_requirement!`](crate::scope_requirement) asserts it for
-/// every scope it names.
+/// compiled: `tower_auth::scope_requirement!` (feature `axum`) asserts it
+/// for every scope it names.
 ///
 /// ```
 /// use tower_auth::scope::is_scope_token;
