@@ -218,7 +218,8 @@ where
     }
 }
 
-/// The scopes a [`Scoped`] extractor requires.
+/// The scopes a [`Scoped`] extractor requires. Declare one with
+/// [`scope_requirement!`](crate::scope_requirement), or by hand:
 ///
 /// ```
 /// use tower_auth::axum::ScopeRequirement;
@@ -228,9 +229,87 @@ where
 ///     const SCOPES: &'static [&'static str] = &["me", "items"];
 /// }
 /// ```
+///
+/// A hand-written requirement is checked on its first use instead: a scope
+/// that is not an RFC 6749 scope token makes every request to the route a
+/// 500 that says so.
 pub trait ScopeRequirement: Send + Sync + 'static {
     /// Every scope the identity must hold.
     const SCOPES: &'static [&'static str];
+}
+
+/// Declares [`ScopeRequirement`]s for the [`Scoped`] extractor, one line
+/// each: `Name: "scope", "scope";` becomes a unit struct `Name` requiring
+/// those scopes. Attributes (doc comments) and a visibility go before the
+/// name.
+///
+/// ```
+/// use axum::{routing::get, Json, Router};
+/// use tower_auth::axum::Scoped;
+/// use tower_auth::{Authenticator, SimpleUser};
+///
+/// tower_auth::scope_requirement! {
+///     /// FastAPI's `Security(get_current_active_user, scopes=["me", "items"])`.
+///     pub ReadItems: "me", "items";
+///     WriteNotes: "notes:write";
+/// }
+///
+/// async fn read_own_items(me: Scoped<ReadItems, SimpleUser>) -> Json<Vec<String>> {
+///     Json(vec![format!("{}'s item", me.user.username)])
+/// }
+///
+/// fn app(auth: Authenticator<SimpleUser>) -> Router {
+///     Router::new()
+///         .route("/users/me/items", get(read_own_items))
+///         .with_state(auth)
+/// }
+/// ```
+///
+/// Every scope is checked when the crate using it compiles (a `const`
+/// assertion over [`is_scope_token`](crate::scope::is_scope_token)): a scope
+/// with a space, a quote or a backslash, or an empty one, does not build.
+///
+/// ```compile_fail,E0080
+/// tower_auth::scope_requirement!(ReadItems: "me items"); // two scopes in one string
+/// ```
+///
+/// Why a macro that declares a type, rather than a value such as
+/// `Scoped<["me"]>`: axum extractors are types, and stable Rust has no
+/// `&str` or slice const generics, so each requirement must be a type of
+/// its own; the macro writes the struct and its `impl` for you. It is named
+/// after the trait it implements (`scopes!` would read as if it built a
+/// [`Scopes`] value).
+// Exported at the crate root, out of this module's `cfg`: say so on docs.rs.
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+#[macro_export]
+macro_rules! scope_requirement {
+    ($($(#[$attr:meta])* $vis:vis $name:ident: $($scope:literal),+ $(,)?);+ $(;)?) => {
+        $(
+            $(#[$attr])*
+            $vis struct $name;
+
+            impl $crate::axum::ScopeRequirement for $name {
+                const SCOPES: &'static [&'static str] = &[$($scope),+];
+            }
+
+            // Evaluated when the crate compiles, whether or not the route
+            // is ever requested.
+            const _: () = {
+                $(
+                    ::core::assert!(
+                        $crate::scope::is_scope_token($scope),
+                        ::core::concat!(
+                            "scope_requirement!: ",
+                            ::core::stringify!($name),
+                            " names a scope that is not an RFC 6749 scope token ",
+                            "(one non-empty word of printable ASCII without space, '\"' or '\\'; ",
+                            "write several scopes as several strings)"
+                        )
+                    );
+                )+
+            };
+        )+
+    };
 }
 
 /// An identity that holds every scope of `R`; 403 `insufficient_scope`

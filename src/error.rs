@@ -11,8 +11,8 @@
 //! | [`LimitExceeded`](AuthError::LimitExceeded) | 429 (+ `Retry-After` for rates) | — | `too_many_requests` |
 //! | [`LimitExceeded::TooLarge`] (one charge over a whole byte budget) | 413 | — | `invalid_request` |
 //! | [`LoginThrottled`](AuthError::LoginThrottled) (too many failed logins) | 429 + `Retry-After` | — | `too_many_requests` |
-//! | [`UserStore`](AuthError::UserStore) | 503 | — | `temporarily_unavailable` |
-//! | [`SessionStore`](AuthError::SessionStore) | 503 + `Retry-After` | — | `temporarily_unavailable` |
+//! | [`UserStore`](AuthError::UserStore) | 503 + `Retry-After: 5` | — | `temporarily_unavailable` |
+//! | [`SessionStore`](AuthError::SessionStore) | 503 + `Retry-After: 1` | — | `temporarily_unavailable` |
 //! | [`Password`](AuthError::Password) `Busy` (argon2 queue full) | 503 + `Retry-After` | — | `temporarily_unavailable` |
 //! | [`Internal`](AuthError::Internal) | 500 | — | `server_error` |
 //! | [`Grant`](AuthError::Grant) (token endpoint, RFC 6749 §5.2) | 400 / 413 / 415 | — | the §5.2 code |
@@ -32,6 +32,14 @@
 //! `Bearer scope="me"`): `Bearer realm="…", scope="me"`, or
 //! `Bearer realm="…", error="invalid_token", error_description="…", scope="me"`.
 //! A client learns which scopes to ask for when it logs in again.
+//!
+//! A failing user store is answered 503 with `Retry-After: 5`
+//! ([`USER_STORE_RETRY_AFTER`]): the store is the application's database,
+//! and its failures — a lock held too long, a restart, a failover — are
+//! usually over in seconds. The header tells a well-behaved client when to
+//! try again instead of at once, so that clients do not pile on a database
+//! that is recovering. An app that knows better sets another value in a
+//! [`RenderError`] hook.
 //!
 //! Every body is JSON `{"error": …, "error_description": …}`; descriptions are
 //! fixed texts chosen by this crate, never attacker input, a token or an
@@ -71,6 +79,7 @@
 //! ```
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
@@ -240,6 +249,10 @@ impl From<SigningError> for AuthError {
     }
 }
 
+/// The `Retry-After` of the 503 that answers a failing user store
+/// ([`AuthError::UserStore`]); see the [module docs](self).
+pub const USER_STORE_RETRY_AFTER: Duration = Duration::from_secs(5);
+
 /// The body type of every response this crate builds.
 pub type ErrorBody = Full<Bytes>;
 
@@ -371,6 +384,7 @@ fn default_response(
     let wait = match error {
         AuthError::LimitExceeded(limit) => limit.retry_after(),
         AuthError::LoginThrottled(throttled) => Some(throttled.retry_after()),
+        AuthError::UserStore(_) => Some(USER_STORE_RETRY_AFTER),
         // The shared state is back within its staleness bound, usually.
         AuthError::SessionStore(_) => Some(std::time::Duration::from_secs(1)),
         _ => None,
@@ -607,6 +621,19 @@ mod tests {
         assert!(res.headers().get(WWW_AUTHENTICATE).is_none());
         let body = format!("{:?}", res.body());
         assert!(!body.contains("hunter2"));
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_is_503_temporarily_unavailable_with_retry_after() {
+        use http_body_util::BodyExt;
+        let res = render(&AuthError::UserStore("database is locked".into()));
+        assert_eq!(res.status(), 503);
+        assert_eq!(res.headers()[RETRY_AFTER], "5");
+        assert!(res.headers().get(WWW_AUTHENTICATE).is_none());
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"], "temporarily_unavailable");
+        assert_eq!(body["error_description"], "the user store is unavailable");
     }
 
     #[test]

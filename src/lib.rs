@@ -104,6 +104,18 @@ pub mod ws;
 #[cfg(feature = "axum")]
 pub mod axum;
 
+/// The README's Rust examples, compiled and run as doc tests by
+/// `cargo test --doc`, so that what a newcomer copies from it builds.
+///
+/// Only with the `axum` feature: rustdoc compiles the README's blocks in
+/// every feature set, and most of them are axum apps (the hyper block
+/// builds in this set too); a `--no-default-features` build tests the
+/// crate's own docs without them. Blocks that are not Rust, or not meant
+/// to build, are marked `text`, `toml` or `sh` in the README.
+#[cfg(all(doctest, feature = "axum"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use authenticator::{Authenticated, Authenticator, AuthenticatorBuilder};
 pub use config::ConfigError;
 pub use credentials::{

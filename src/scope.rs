@@ -202,12 +202,36 @@ impl DefaultScopes {
     }
 }
 
-/// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`.
-pub(crate) fn is_scope_token(token: &str) -> bool {
-    !token.is_empty()
-        && token
-            .bytes()
-            .all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E))
+/// Whether `token` is one RFC 6749 §3.3 scope token:
+/// `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )` — printable ASCII
+/// without space, `"` and `\`.
+///
+/// A `const fn`, so that a requirement written in code is checked when it is
+/// compiled: `tower_auth::scope_requirement!` (feature `axum`) asserts it
+/// for every scope it names.
+///
+/// ```
+/// use tower_auth::scope::is_scope_token;
+///
+/// const OK: bool = is_scope_token("items:write");
+/// assert!(OK);
+/// assert!(!is_scope_token("me items")); // two tokens
+/// assert!(!is_scope_token(""));
+/// ```
+pub const fn is_scope_token(token: &str) -> bool {
+    let bytes = token.as_bytes();
+    if bytes.is_empty() {
+        return false;
+    }
+    // A `while` loop: iterators are not available in a `const fn`.
+    let mut i = 0;
+    while i < bytes.len() {
+        if !matches!(bytes[i], 0x21 | 0x23..=0x5B | 0x5D..=0x7E) {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 impl fmt::Display for Scopes {
@@ -272,6 +296,13 @@ mod tests {
             prop_assert_eq!(a.is_subset(&b), mine.is_subset(&theirs));
             prop_assert!(a.is_subset(&a));
             prop_assert!(Scopes::none().is_subset(&b));
+        }
+
+        #[test]
+        fn is_scope_token_is_the_rfc_6749_grammar(s in "\\PC{0,8}|[ -~]{0,8}") {
+            let grammar = !s.is_empty()
+                && s.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b));
+            prop_assert_eq!(is_scope_token(&s), grammar);
         }
 
         #[test]

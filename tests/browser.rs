@@ -432,7 +432,7 @@ const show = (text) => {
 async function logIn(api) {
   const response = await fetch(`${api}/token`, {
     method: "POST",
-    body: new URLSearchParams({ username: "johndoe", password: "secret" }),
+    body: new URLSearchParams({ username: "johndoe", password: "secret", scope: "me" }),
   });
   const body = await response.json();
   tokens[api] = body.access_token;

@@ -432,6 +432,7 @@ async fn a_failing_store_at_login_is_503_with_nothing_internal() {
         .login(&[("username", "johndoe"), ("password", PASSWORD)])
         .await;
     assert_eq!(reply.status, 503, "{reply:?}");
+    assert_eq!(reply.headers["retry-after"], "5", "{reply:?}");
     reply.assert_error_body("temporarily_unavailable");
     assert!(!reply.text().contains("hunter2"), "{reply:?}");
 }

@@ -165,6 +165,7 @@ async fn failing_store_is_503_with_nothing_internal_in_the_body() {
     let base = serve(protected_app(auth)).await;
     let reply = get_bearer(&base, "/me", &token_for(&codec, "johndoe", "")).await;
     reply.assert_refused(503, "temporarily_unavailable", "user_store");
+    assert_eq!(reply.headers["retry-after"], "5", "{reply:?}");
     let text = reply.text();
     assert!(!text.contains("hunter2"), "{text}");
     assert!(!text.contains("db password"), "{text}");

@@ -4,7 +4,8 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// The built example `name`, next to this test binary:
@@ -62,6 +63,10 @@ pub struct ExampleServer {
     child: Child,
     /// `http://ADDR`.
     pub base: String,
+    /// Everything the server has written to stderr so far, read by a
+    /// thread as it comes (a full pipe would block the server's logging).
+    stderr: Arc<Mutex<Vec<u8>>>,
+    stderr_reader: Option<JoinHandle<()>>,
 }
 
 impl Drop for ExampleServer {
@@ -90,6 +95,15 @@ impl ExampleServer {
         command.envs(env.iter().copied());
         let mut child = command.spawn().expect("the example starts");
         let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let mut pipe = child.stderr.take().expect("piped stderr");
+        let sink = Arc::clone(&stderr);
+        let stderr_reader = std::thread::spawn(move || {
+            let mut chunk = [0; 4096];
+            while let Ok(read @ 1..) = pipe.read(&mut chunk) {
+                sink.lock().unwrap().extend_from_slice(&chunk[..read]);
+            }
+        });
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut stdout = BufReader::new(stdout);
@@ -103,6 +117,8 @@ impl ExampleServer {
         let mut server = ExampleServer {
             child,
             base: String::new(),
+            stderr,
+            stderr_reader: Some(stderr_reader),
         };
         let first = rx
             .recv_timeout(Duration::from_secs(60))
@@ -149,14 +165,20 @@ impl ExampleServer {
         std::fs::write(&path, "5").unwrap_or_else(|err| panic!("{path}: {err}"));
     }
 
+    /// What the server has written to stderr so far (its log), for a test
+    /// that waits for a line while the server runs.
+    pub fn stderr_so_far(&self) -> String {
+        String::from_utf8(self.stderr.lock().unwrap().clone()).expect("stderr is UTF-8")
+    }
+
     /// Stops the server and returns everything it wrote to stderr.
     pub fn stop(mut self) -> String {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let mut stderr = String::new();
-        if let Some(mut pipe) = self.child.stderr.take() {
-            pipe.read_to_string(&mut stderr).expect("stderr is UTF-8");
+        // The pipe closes with the process: the reader has read it all.
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = reader.join();
         }
-        stderr
+        self.stderr_so_far()
     }
 }
