@@ -57,7 +57,7 @@ fn bench(c: &mut Criterion) {
         .route("/", get(protected))
         .layer(AuthLayer::required(
             Authenticator::builder(support::users(), codec.clone())
-                .session_store(sessions.clone())
+                .shared_store(sessions.clone())
                 .build()
                 .unwrap(),
         ));
@@ -65,7 +65,7 @@ fn bench(c: &mut Criterion) {
         .route("/", get(protected))
         .layer(AuthLayer::required(
             Authenticator::builder(support::users(), codec.clone())
-                .session_store(sessions.clone())
+                .shared_store(sessions.clone())
                 .token_cache_capacity(0)
                 .build()
                 .unwrap(),

@@ -130,6 +130,8 @@ const MESSAGE_COST: usize = 1024;
 const ROOM_BACKLOG: usize = 16;
 /// How long a client may take to accept one message before it is dropped.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a socket the server closes waits for the client's Close.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 type User = SimpleUser;
 
@@ -179,7 +181,7 @@ impl Rooms {
             .is_some_and(|channel| channel.receiver_count() == 0)
         {
             rooms.remove(room);
-            tracing::info!(room, "room closed");
+            tracing::info!(room = ?room, "room closed");
         }
     }
 
@@ -239,7 +241,7 @@ async fn join_room(
             missing: required.clone(),
             required,
         };
-        tracing::info!(sub = ?me.claims.sub, room, "room refused: no read permission");
+        tracing::info!(sub = ?me.claims.sub, room = ?room, "room refused: no read permission");
         return state.auth.error_response(&err).into_response();
     }
     let permit = match state.sockets.try_acquire(&me.claims.sub) {
@@ -275,7 +277,7 @@ async fn run_socket(
             .check_n(sub, MESSAGE_COST + size)
             .map_err(CloseReason::for_budget)
     };
-    tracing::info!(sub, room, can_write, credential = ?me.credential, "joined");
+    tracing::info!(sub = ?sub, room = ?room, can_write, credential = ?me.credential, "joined");
 
     let close = loop {
         // Biased: the room before the client, so that a socket forwards what
@@ -295,7 +297,7 @@ async fn run_socket(
                 Err(err) => match CloseReason::for_rejection(&err) {
                     Some(reason) => break Some(reason),
                     // The store failed: keep the socket, check again later.
-                    None => tracing::warn!(sub, room, error = %err, "socket recheck failed"),
+                    None => tracing::warn!(sub = ?sub, room = ?room, error = %err, "socket recheck failed"),
                 },
             },
             broadcast = inbox.recv() => match broadcast {
@@ -305,7 +307,7 @@ async fn run_socket(
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::info!(sub, room, missed, "socket fell behind the room");
+                    tracing::info!(sub = ?sub, room = ?room, missed, "socket fell behind the room");
                     break Some(CloseReason::FellBehind);
                 }
                 Err(broadcast::error::RecvError::Closed) => break None,
@@ -355,8 +357,8 @@ async fn run_socket(
     state.rooms.leave(&room, inbox);
     let frame = close.map(|reason| {
         tracing::info!(
-            sub,
-            room,
+            sub = ?sub,
+            room = ?room,
             code = reason.code(),
             reason = reason.reason(),
             "closing socket"
@@ -367,11 +369,26 @@ async fn run_socket(
         }
     });
     if frame.is_none() {
-        tracing::info!(sub, room, "left");
+        tracing::info!(sub = ?sub, room = ?room, "left");
     }
+    let server_closes = frame.is_some();
     // Our Close frame, or the reply to the client's; a client that reads
     // nothing does not keep the task.
     let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Close(frame))).await;
+    if server_closes {
+        // The closing handshake (RFC 6455 §7.1.1): wait a moment for the
+        // client's Close, discarding what it still had in flight. Dropping
+        // the connection with unread data makes the kernel reset it, and a
+        // reset can destroy our Close frame before the client reads it.
+        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            while let Some(Ok(message)) = socket.recv().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
 }
 
 /// Sends `message`, or the reason to stop: `None` when the socket is gone,

@@ -20,9 +20,8 @@ use crate::origin::OriginGuard;
 use crate::password::PasswordHasher;
 use crate::refresh::SlidingExpiry;
 use crate::scope::{DefaultScopes, Scopes};
-use crate::session::{
-    DynSessionStore, MemorySessionStore, RefreshTokens, SessionStatus, SessionStore,
-};
+use crate::session::RefreshTokens;
+use crate::store::{DynSharedStore, MemoryStore, SessionStatus, SharedStore};
 use crate::throttle::LoginThrottle;
 use crate::token::{Claims, ExtraClaims, TokenCodec, TokenRejection, VerifiedTokens, unix_now};
 use crate::user::{AuthUser, DynUserStore, UserStore};
@@ -74,7 +73,7 @@ struct Inner<U, X> {
     /// What a login that asks for no scope gets.
     default_scopes: DefaultScopes,
     /// Revoked sessions and refresh-token families.
-    sessions: Box<dyn DynSessionStore>,
+    shared: Box<dyn DynSharedStore>,
     /// `None` when refresh tokens are off.
     refresh_tokens: Option<RefreshTokens>,
 }
@@ -138,7 +137,7 @@ struct Settings {
     rehash_on_login: bool,
     login_throttle: Option<LoginThrottle>,
     default_scopes: DefaultScopes,
-    sessions: Box<dyn DynSessionStore>,
+    shared: Box<dyn DynSharedStore>,
     refresh_tokens: Option<RefreshTokens>,
 }
 
@@ -256,11 +255,11 @@ impl<U: AuthUser, X: ExtraClaims> AuthenticatorBuilder<U, X> {
     }
 
     /// Where revoked sessions and refresh-token families are kept. Default:
-    /// a [`MemorySessionStore`], right for an app that runs as one
+    /// a [`MemoryStore`], right for an app that runs as one
     /// instance; several instances share a store of their own (Redis). See
     /// [`session`](crate::session).
-    pub fn session_store(mut self, store: impl SessionStore) -> Self {
-        self.settings.sessions = Box::new(store);
+    pub fn shared_store(mut self, store: impl SharedStore) -> Self {
+        self.settings.shared = Box::new(store);
         self
     }
 
@@ -346,7 +345,7 @@ impl<U: AuthUser, X: ExtraClaims> AuthenticatorBuilder<U, X> {
                 rehash_on_login: AtomicBool::new(settings.rehash_on_login),
                 login_throttle: settings.login_throttle,
                 default_scopes: settings.default_scopes,
-                sessions: settings.sessions,
+                shared: settings.shared,
                 refresh_tokens: settings.refresh_tokens,
             }),
         })
@@ -374,7 +373,7 @@ impl<U: AuthUser> Authenticator<U> {
                 rehash_on_login: true,
                 login_throttle: Some(LoginThrottle::new()),
                 default_scopes: DefaultScopes::default(),
-                sessions: Box::new(MemorySessionStore::new()),
+                shared: Box::new(MemoryStore::new()),
                 refresh_tokens: None,
             },
         }
@@ -568,12 +567,12 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
     /// memory), the user known, active, and at the token's version.
     async fn current_user(&self, claims: &Claims<X>) -> Result<Arc<U>, AuthError> {
         if let Some(sid) = &claims.sid {
-            match self.inner.sessions.session_status(sid) {
+            match self.inner.shared.session_status(sid) {
                 Ok(SessionStatus::Active) => {}
                 Ok(SessionStatus::Revoked) => {
                     return Err(AuthError::InvalidToken(TokenRejection::SessionRevoked));
                 }
-                Err(err) => return Err(AuthError::SessionStore(err)),
+                Err(err) => return Err(AuthError::SharedStore(err)),
             }
         }
         let user = self
@@ -652,7 +651,7 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
                 narrowed_scopes(&claims.scope, user.as_ref())
                     .unwrap_or_else(|| claims.scope.clone()),
             ),
-            Err(err @ (AuthError::UserStore(_) | AuthError::SessionStore(_))) => {
+            Err(err @ (AuthError::UserStore(_) | AuthError::SharedStore(_))) => {
                 tracing::warn!(sub = ?claims.sub, error = %err, "renewal skipped");
                 None
             }
@@ -703,8 +702,8 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
     }
 
     /// The store of revoked sessions and refresh-token families.
-    pub(crate) fn sessions(&self) -> &dyn DynSessionStore {
-        self.inner.sessions.as_ref()
+    pub(crate) fn shared(&self) -> &dyn DynSharedStore {
+        self.inner.shared.as_ref()
     }
 
     /// The refresh-token settings, when refresh tokens are on.
@@ -784,8 +783,8 @@ pub(crate) fn log_rejection(err: &AuthError) {
             );
         }
         AuthError::UserStore(source) => tracing::error!(error = %source, "user store failed"),
-        AuthError::SessionStore(source) => {
-            tracing::error!(error = %source, "session store failed")
+        AuthError::SharedStore(source) => {
+            tracing::error!(error = %source, "shared store failed")
         }
         AuthError::InvalidToken(reason) => {
             tracing::debug!(reason = reason.reason_code(), "token refused");

@@ -12,7 +12,7 @@
 //! | [`LimitExceeded::TooLarge`] (one charge over a whole byte budget) | 413 | — | `invalid_request` |
 //! | [`LoginThrottled`](AuthError::LoginThrottled) (too many failed logins) | 429 + `Retry-After` | — | `too_many_requests` |
 //! | [`UserStore`](AuthError::UserStore) | 503 + `Retry-After: 5` | — | `temporarily_unavailable` |
-//! | [`SessionStore`](AuthError::SessionStore) | 503 + `Retry-After: 1` | — | `temporarily_unavailable` |
+//! | [`SharedStore`](AuthError::SharedStore) | 503 + `Retry-After: 1` | — | `temporarily_unavailable` |
 //! | [`Password`](AuthError::Password) `Busy` (argon2 queue full) | 503 + `Retry-After` | — | `temporarily_unavailable` |
 //! | [`Internal`](AuthError::Internal) | 500 | — | `server_error` |
 //! | [`Grant`](AuthError::Grant) (token endpoint, RFC 6749 §5.2) | 400 / 413 / 415 | — | the §5.2 code |
@@ -92,7 +92,7 @@ use crate::limit::LimitExceeded;
 use crate::origin::OriginRejection;
 use crate::password::PasswordError;
 use crate::scope::Scopes;
-use crate::session::StoreError;
+use crate::store::StoreError;
 use crate::throttle::LoginThrottled;
 use crate::token::{SigningError, TokenRejection};
 use crate::user::BoxError;
@@ -136,7 +136,7 @@ pub enum AuthError {
     /// The shared session state failed or is too stale to trust (503); the
     /// source is logged, never sent.
     #[error("session store failed")]
-    SessionStore(#[source] StoreError),
+    SharedStore(#[source] StoreError),
     /// The application's user store failed; the source is logged, never sent.
     #[error("user store failed")]
     UserStore(#[source] BoxError),
@@ -163,7 +163,7 @@ impl AuthError {
     /// [`LimitExceeded::reason_code`]), so logs and metrics share one
     /// vocabulary; the others are `missing_credentials`, `invalid_request`,
     /// `insufficient_scope`, `login_throttled`, `password_busy`,
-    /// `password_hashing`, `user_store`, `session_store` and `internal`, and a
+    /// `password_hashing`, `user_store`, `shared_store` and `internal`, and a
     /// token-endpoint error is its RFC 6749 §5.2 code (`invalid_grant`,
     /// `invalid_request`, `unsupported_grant_type`, `invalid_scope`) or
     /// `unsupported_media_type` / `payload_too_large`.
@@ -187,7 +187,7 @@ impl AuthError {
             AuthError::Password(PasswordError::Busy) => "password_busy",
             AuthError::Password(_) => "password_hashing",
             AuthError::UserStore(_) => "user_store",
-            AuthError::SessionStore(_) => "session_store",
+            AuthError::SharedStore(_) => "shared_store",
             AuthError::Internal(_) => "internal",
             AuthError::Grant(grant) => match grant {
                 GrantError::InvalidRequest(_) => "invalid_request",
@@ -386,7 +386,7 @@ fn default_response(
         AuthError::LoginThrottled(throttled) => Some(throttled.retry_after()),
         AuthError::UserStore(_) => Some(USER_STORE_RETRY_AFTER),
         // The shared state is back within its staleness bound, usually.
-        AuthError::SessionStore(_) => Some(std::time::Duration::from_secs(1)),
+        AuthError::SharedStore(_) => Some(std::time::Duration::from_secs(1)),
         _ => None,
     };
     if let Some(wait) = wait {
@@ -447,10 +447,10 @@ fn status_code_description(error: &AuthError) -> (StatusCode, &'static str, Stri
             "temporarily_unavailable",
             "the user store is unavailable".into(),
         ),
-        AuthError::SessionStore(_) => (
+        AuthError::SharedStore(_) => (
             S::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",
-            "the session store is unavailable".into(),
+            "the shared session state is unavailable".into(),
         ),
         AuthError::Password(PasswordError::Busy) => (
             S::SERVICE_UNAVAILABLE,

@@ -27,7 +27,7 @@
 //! | floor | rooms |
 //! | --- | --- |
 //! | core | [`config`] (the configuration error), [`scope`] (scope sets), [`credentials`] (where a token is found), [`origin`] (the Origin rules for cookies and WebSocket upgrades), [`token`] (keys, verification, issuing), [`password`] (argon2id off the async workers), [`user`] (your users), [`limit`] (per-user rates and connection caps), [`throttle`] (failed logins per username and client), [`grant`] (the OAuth2 token endpoint's wire format) — each with its own rejection type |
-//! | road | [`session`] (sessions, refresh-token families and the store shared by instances), [`error`] (`AuthError` and the one renderer of errors), [`refresh`] (sliding expiry), [`authenticator`] (the road itself), [`login`] (the password grant, cookie sessions) |
+//! | road | [`session`] (sessions and their refresh-token families), [`store`] (the state an app's instances share), [`error`] (`AuthError` and the one renderer of errors), [`refresh`] (sliding expiry), [`authenticator`] (the road itself), [`login`] (the password grant, cookie sessions) |
 //! | surfaces | [`layer`] (the tower layer), [`guard`] (scope and rate guards), [`ws`] (close codes, token expiry in a socket loop), `axum` (extractors and handlers, feature `axum`) |
 //!
 //! # Quick start (axum)
@@ -93,6 +93,7 @@ pub mod throttle;
 pub mod grant;
 // The road: the one error that is rendered, and the Authenticator.
 pub mod session;
+pub mod store;
 pub mod error;
 pub mod refresh;
 pub mod authenticator;

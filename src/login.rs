@@ -268,7 +268,8 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
         refresh: &RefreshTokens,
     ) -> Result<RefreshToken, AuthError> {
         let now = unix_now();
-        let token = RefreshToken::generate().map_err(AuthError::SessionStore)?;
+        let token = RefreshToken::generate()
+            .map_err(|_| AuthError::Internal("no randomness for a refresh token"))?;
         let family = Family {
             sid: claims.sid.clone().unwrap_or_default(),
             subject: claims.sub.clone(),
@@ -278,15 +279,16 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
             absolute_expiry: now.saturating_add(refresh.absolute_lifetime.as_secs()),
             idle_timeout: refresh.idle_timeout.as_secs(),
             last_used: now,
-            key: FamilyKey::generate().map_err(AuthError::SessionStore)?,
+            key: FamilyKey::generate()
+                .map_err(|_| AuthError::Internal("no randomness for a refresh token"))?,
             current: token.hash(),
             previous: None,
             spent: Vec::new(),
         };
-        self.sessions()
+        self.shared()
             .create_family(family, self.revoked_until(now))
             .await
-            .map_err(AuthError::SessionStore)?;
+            .map_err(AuthError::SharedStore)?;
         Ok(token)
     }
 
@@ -318,11 +320,11 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
         let Some(presented) = RefreshToken::parse(refresh_token) else {
             return Err(refused("malformed"));
         };
-        let sessions = self.sessions();
-        let Some(family) = sessions
+        let shared = self.shared();
+        let Some(family) = shared
             .find_family(&presented.hash())
             .await
-            .map_err(AuthError::SessionStore)?
+            .map_err(AuthError::SharedStore)?
         else {
             return Err(refused("unknown"));
         };
@@ -340,14 +342,14 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
         let Some(user) =
             user.filter(|user| user.is_active() && user.token_version() == family.token_version)
         else {
-            sessions
+            shared
                 .revoke_session(&family.sid, self.revoked_until(now))
                 .await
-                .map_err(AuthError::SessionStore)?;
+                .map_err(AuthError::SharedStore)?;
             return Err(refused("user_revoked"));
         };
         let successor = presented.successor(&family.key);
-        let rotation = sessions
+        let rotation = shared
             .rotate(
                 &presented.hash(),
                 &successor.hash(),
@@ -356,7 +358,7 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
                 self.revoked_until(now),
             )
             .await
-            .map_err(AuthError::SessionStore)?;
+            .map_err(AuthError::SharedStore)?;
         let family = match rotation {
             Rotation::Rotated(family) | Rotation::Replayed(family) => family,
             Rotation::Reused(family) => {
@@ -393,7 +395,7 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
 
     /// Logs out the session `claims` belong to (their `sid`): its access
     /// tokens are refused from the next request on, by every instance that
-    /// shares the [session store](crate::AuthenticatorBuilder::session_store),
+    /// shares the [shared store](crate::AuthenticatorBuilder::shared_store),
     /// and its refresh-token family ends. The user's other sessions are
     /// untouched. `Ok(false)` for claims that carry no session (nothing to
     /// revoke). The crate's logout endpoints call it; so can an app's own
@@ -408,10 +410,10 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
         let Some(sid) = &claims.sid else {
             return Ok(false);
         };
-        self.sessions()
+        self.shared()
             .revoke_session(sid, self.revoked_until(unix_now()))
             .await
-            .map_err(AuthError::SessionStore)?;
+            .map_err(AuthError::SharedStore)?;
         tracing::info!(sub = ?claims.sub, "session logged out");
         Ok(true)
     }
@@ -423,18 +425,18 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
         let Some(token) = RefreshToken::parse(refresh_token) else {
             return Ok(false);
         };
-        let sessions = self.sessions();
-        let Some(family) = sessions
+        let shared = self.shared();
+        let Some(family) = shared
             .find_family(&token.hash())
             .await
-            .map_err(AuthError::SessionStore)?
+            .map_err(AuthError::SharedStore)?
         else {
             return Ok(false);
         };
-        sessions
+        shared
             .revoke_session(&family.sid, self.revoked_until(unix_now()))
             .await
-            .map_err(AuthError::SessionStore)?;
+            .map_err(AuthError::SharedStore)?;
         tracing::info!(sub = ?family.subject, "session logged out by its refresh token");
         Ok(true)
     }
@@ -640,7 +642,7 @@ where
         }
         // A failing store is an answer to give; a token that is refused
         // (expired, revoked, malformed) revokes nothing.
-        Err(err @ (AuthError::UserStore(_) | AuthError::SessionStore(_))) => return Err(err),
+        Err(err @ (AuthError::UserStore(_) | AuthError::SharedStore(_))) => return Err(err),
         Ok(None) | Err(_) => {}
     }
     if let Some(cookie) = refresh_cookie

@@ -145,7 +145,10 @@ async fn refresh_and_logout_without_tower() {
         .build()
         .unwrap();
     let users = MemoryUserStore::new();
-    users.insert(SimpleUser::new("johndoe", passwords.hash("pw").await.unwrap()));
+    users.insert(SimpleUser::new(
+        "johndoe",
+        passwords.hash("pw").await.unwrap(),
+    ));
     let codec = common::codec_builder(Key::hs256(common::SECRET).unwrap())
         .build()
         .unwrap();
@@ -172,10 +175,17 @@ async fn refresh_and_logout_without_tower() {
             body
         }
     };
-    let login = token(vec![("username", "johndoe".into()), ("password", "pw".into())]).await;
+    let login = token(vec![
+        ("username", "johndoe".into()),
+        ("password", "pw".into()),
+    ])
+    .await;
     let refreshed = token(vec![
         ("grant_type", "refresh_token".into()),
-        ("refresh_token", login["refresh_token"].as_str().unwrap().into()),
+        (
+            "refresh_token",
+            login["refresh_token"].as_str().unwrap().into(),
+        ),
     ])
     .await;
     let access = refreshed["access_token"].as_str().unwrap();

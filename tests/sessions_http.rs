@@ -11,7 +11,8 @@ use axum::Router;
 use axum::routing::{get, post};
 use common::*;
 use tower_auth::axum::{logout, session_login, token_endpoint};
-use tower_auth::session::{MemorySessionStore, RefreshTokens};
+use tower_auth::session::RefreshTokens;
+use tower_auth::store::MemoryStore;
 use tower_auth::{
     AuthLayer, Authenticated, Authenticator, Credentials, MemoryUserStore, PasswordHasher,
     SessionCookie, SimpleUser,
@@ -31,20 +32,20 @@ async fn me(auth: Authenticated<SimpleUser>) -> String {
 struct Server {
     base: String,
     store: MemoryUserStore<SimpleUser>,
-    sessions: MemorySessionStore,
+    sessions: MemoryStore,
 }
 
 async fn server_with(refresh: RefreshTokens, credentials: Credentials) -> Server {
     let passwords = hasher();
     let store = users(&passwords.hash(PASSWORD).await.unwrap());
-    let sessions = MemorySessionStore::new().max_families_per_subject(3);
+    let sessions = MemoryStore::new().max_families_per_subject(3);
     let auth = Authenticator::builder(store.clone(), hs256_codec())
         .realm(REALM)
         .passwords(passwords)
         .credentials(credentials)
         .allowed_origins(["https://app.example"])
         .refresh_tokens(refresh)
-        .session_store(sessions.clone())
+        .shared_store(sessions.clone())
         .render_errors(reason_header)
         .build()
         .unwrap();

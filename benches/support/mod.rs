@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::LazyLock;
 use std::time::SystemTime;
 
-use tower_auth::session::{MemorySessionStore, SessionStore};
+use tower_auth::store::{MemoryStore, SharedStore};
 use tower_auth::{MemoryUserStore, Scopes, SimpleUser};
 
 /// The store every bench looks its user up in: `johndoe`, scopes `me items`.
@@ -21,8 +21,8 @@ pub fn users() -> MemoryUserStore<SimpleUser> {
 /// A session store holding `revoked` logged-out sessions (none of them the
 /// benches' own), as a busy app's would.
 #[allow(dead_code)] // Not every bench uses it.
-pub async fn sessions_with_revocations(revoked: usize) -> MemorySessionStore {
-    let sessions = MemorySessionStore::new();
+pub async fn sessions_with_revocations(revoked: usize) -> MemoryStore {
+    let sessions = MemoryStore::new();
     let until = u64::MAX / 2;
     for n in 0..revoked {
         sessions
