@@ -757,6 +757,28 @@ pub fn is_websocket_upgrade(parts: &Parts) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_shows_where_a_token_was_found_never_the_token() {
+        let found = FoundToken {
+            token: Cow::Borrowed("eyJ.secret.sig"),
+            kind: CredentialKind::Cookie,
+        };
+        let debug = format!("{found:?}");
+        assert!(
+            debug.contains("Cookie") && debug.contains("[redacted]"),
+            "{debug}"
+        );
+        assert!(!debug.contains("secret"), "{debug}");
+    }
+
+    #[test]
+    fn a_session_cookie_says_its_name_and_whether_logins_return_its_token() {
+        let cookie = SessionCookie::new("__Host-session");
+        assert_eq!(cookie.name(), "__Host-session");
+        assert!(!cookie.login_body_has_token());
+        assert!(cookie.token_in_login_body(true).login_body_has_token());
+    }
     use http::Request;
     use proptest::prelude::*;
 

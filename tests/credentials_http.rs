@@ -314,3 +314,25 @@ async fn token_over_the_default_8_kib_cap_is_invalid_token() {
     let ok = get_bearer(&base, "/me", &token_for(&codec, "johndoe", "")).await;
     assert_eq!(ok.status, 200);
 }
+
+/// The order the app gives decides: with the cookie listed first, the
+/// cookie's token wins over the header's (each names another user).
+#[tokio::test]
+async fn with_first_in_order_precedence_the_first_source_configured_wins() {
+    let credentials = Credentials::from_sources([
+        tower_auth::TokenSource::Cookie(tower_auth::SessionCookie::new("at")),
+        tower_auth::TokenSource::Bearer,
+    ])
+    .precedence(Precedence::FirstInOrder);
+    assert_eq!(credentials.sources().len(), 2);
+    assert_eq!(credentials.sources()[1], tower_auth::TokenSource::Bearer);
+    let (base, codec) = serve_with(credentials).await;
+    let reply = send(
+        client()
+            .get(format!("{base}/me"))
+            .bearer_auth(token_for(&codec, "johndoe", ""))
+            .header(COOKIE, format!("at={}", token_for(&codec, "alice", ""))),
+    )
+    .await;
+    assert_eq!((reply.status, reply.text()), (200, "alice".to_owned()));
+}

@@ -442,6 +442,18 @@ async fn the_session_login_body_carries_no_token() {
     assert_eq!(body["scope"], "items me", "{body}");
 }
 
+#[tokio::test]
+async fn a_session_login_that_opted_in_returns_the_token_too() {
+    let cookie = tower_auth::SessionCookie::new("at").token_in_login_body(true);
+    let body = session_login_body(cheap_login_auth(cookie).await).await;
+    assert!(
+        body["access_token"]
+            .as_str()
+            .is_some_and(|token| !token.is_empty()),
+        "{body}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // 7. A response that revokes carries no renewal
 // ---------------------------------------------------------------------------
