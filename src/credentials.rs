@@ -993,6 +993,15 @@ mod tests {
         );
         assert!(Credentials::from_sources([]).validate().is_err());
         assert!(all_sources().validate().is_ok());
+        // SameSite=None needs Secure; with it, it is fine.
+        let cross_site = SessionCookie::new("at").same_site(cookie::SameSite::None);
+        assert!(cross_site.clone().validate().is_ok());
+        assert!(cross_site.secure(false).validate().is_err());
+        // A path must be one; a __Host- cookie keeps `/`.
+        assert!(SessionCookie::new("rt").path("/token").validate().is_ok());
+        assert!(SessionCookie::new("rt").path("token").validate().is_err());
+        assert!(SessionCookie::new("rt").path("/a;b").validate().is_err());
+        assert!(SessionCookie::new("__Host-rt").path("/token").validate().is_err());
     }
 
     #[test]
