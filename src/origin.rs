@@ -339,6 +339,12 @@ mod tests {
             check(&[("origin", "null"), ("sec-fetch-site", "same-origin")]),
             Some(OriginRejection::Null)
         );
+        // Browsers always send Origin on a WebSocket handshake: without it,
+        // not even `Sec-Fetch-Site: same-origin` lets the cookie through.
+        assert_eq!(
+            check(&[("sec-fetch-site", "same-origin")]),
+            Some(OriginRejection::Missing)
+        );
         assert_eq!(
             check(&[("origin", "https://evil.example")]),
             Some(OriginRejection::NotAllowed)
