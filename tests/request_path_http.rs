@@ -442,6 +442,7 @@ async fn the_session_login_body_carries_no_token() {
     assert_eq!(body["scope"], "items me", "{body}");
 }
 
+#[cfg(feature = "axum")]
 #[tokio::test]
 async fn a_session_login_that_opted_in_returns_the_token_too() {
     let cookie = tower_auth::SessionCookie::new("at").token_in_login_body(true);
