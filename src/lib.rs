@@ -26,8 +26,8 @@
 //!
 //! | floor | rooms |
 //! | --- | --- |
-//! | core | [`config`] (the configuration error), [`scope`] (scope sets), [`credentials`] (where a token is found), [`origin`] (the Origin rules for cookies and WebSocket upgrades), [`token`] (keys, verification, issuing), [`password`] (argon2id off the async workers), [`user`] (your users), [`limit`] (per-user rates and connection caps), [`throttle`] (failed logins per username and client), [`grant`] (the OAuth2 token endpoint's wire format) — each with its own rejection type |
-//! | road | [`session`] (sessions and their refresh-token families), [`store`] (the state an app's instances share), [`error`] (`AuthError` and the one renderer of errors), [`refresh`] (sliding expiry), [`authenticator`] (the road itself), [`login`] (the password grant, cookie sessions) |
+//! | core | [`config`] (the configuration error), [`scope`] (scope sets), [`credentials`] (where a token is found), [`origin`] (the Origin rules for cookies and WebSocket upgrades), [`token`] (keys, verification, issuing), [`password`] (argon2id off the async workers), [`user`] (your users), [`limit`] (per-user rates and connection caps), [`counters`] (the core of the shared state), [`throttle`] (failed logins per username and client), [`grant`] (the OAuth2 token endpoint's wire format) — each with its own rejection type |
+//! | road | [`session`] (sessions and their refresh-token families), [`store`] (the state an app's instances share), `redis` (that state on Redis, feature `redis`), [`error`] (`AuthError` and the one renderer of errors), [`refresh`] (sliding expiry), [`authenticator`] (the road itself), [`login`] (the password grant, cookie sessions) |
 //! | surfaces | [`layer`] (the tower layer), [`guard`] (scope and rate guards), [`ws`] (close codes, token expiry in a socket loop), `axum` (extractors and handlers, feature `axum`) |
 //!
 //! # Quick start (axum)
@@ -71,6 +71,7 @@
 //! | `axum` | yes | the `tower_auth::axum` extractors and token handler |
 //! | `aws_lc_rs` | yes | jsonwebtoken's aws-lc-rs crypto backend |
 //! | `rust_crypto` | no | jsonwebtoken's pure-Rust backend (used when `aws_lc_rs` is off) |
+//! | `redis` | no | `tower_auth::redis`: the shared store on Redis, for an app that runs as several instances |
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -89,11 +90,15 @@ pub mod token;
 pub mod password;
 pub mod user;
 pub mod limit;
+pub mod counters;
 pub mod throttle;
 pub mod grant;
 // The road: the one error that is rendered, and the Authenticator.
 pub mod session;
 pub mod store;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 pub mod error;
 pub mod refresh;
 pub mod authenticator;

@@ -13,22 +13,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+pub use crate::counters::StoreError;
 use crate::session::{Family, Rotation, TokenHash};
 use crate::token::unix_now;
-use crate::user::BoxError;
-
-/// The shared state failed (unreachable, or too stale to trust): answered
-/// as 503 `temporarily_unavailable`. The source is logged, never sent.
-#[derive(Debug, thiserror::Error)]
-#[error("session store failed")]
-pub struct StoreError(#[source] pub BoxError);
-
-impl StoreError {
-    /// A store error with this message (logged, never sent to a client).
-    pub fn new(message: impl Into<String>) -> Self {
-        StoreError(message.into().into())
-    }
-}
 
 /// Whether a session may still be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

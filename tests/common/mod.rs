@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod example;
+#[cfg(feature = "redis")]
+pub mod redis_server;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
