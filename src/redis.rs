@@ -43,9 +43,7 @@ impl RedisStore {
     /// default key prefix.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(store_error)?;
-        let connection = ConnectionManager::new(client)
-            .await
-            .map_err(store_error)?;
+        let connection = ConnectionManager::new(client).await.map_err(store_error)?;
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 connection,

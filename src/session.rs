@@ -407,4 +407,28 @@ mod tests {
         assert_ne!(token.successor(&key), token);
         assert!(RefreshToken::parse(token.successor(&key).as_str()).is_some());
     }
+
+    #[test]
+    fn impossible_refresh_policies_are_refused_at_startup() {
+        let access = Duration::from_secs(1800);
+        let secs = Duration::from_secs;
+        let accepted = |refresh: RefreshTokens| refresh.validate(access).is_ok();
+        assert!(accepted(RefreshTokens::new()));
+        // The absolute lifetime must cover an access token's, no more.
+        assert!(accepted(RefreshTokens::new().absolute_lifetime(access)));
+        assert!(!accepted(
+            RefreshTokens::new().absolute_lifetime(access - secs(1))
+        ));
+        // A zero idle timeout, whatever the absolute lifetime.
+        assert!(!accepted(RefreshTokens::new().idle_timeout(secs(0))));
+        // The grace window: at most a minute, shorter than the idle timeout.
+        assert!(accepted(RefreshTokens::new().grace(secs(60))));
+        assert!(!accepted(RefreshTokens::new().grace(secs(61))));
+        assert!(accepted(
+            RefreshTokens::new().idle_timeout(secs(11)).grace(secs(10))
+        ));
+        assert!(!accepted(
+            RefreshTokens::new().idle_timeout(secs(10)).grace(secs(10))
+        ));
+    }
 }
