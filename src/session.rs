@@ -409,6 +409,18 @@ mod tests {
     }
 
     #[test]
+    fn secrets_print_as_their_type_only_and_hashes_as_base64url() {
+        let token = RefreshToken::generate().unwrap();
+        assert_eq!(format!("{token:?}"), "RefreshToken([redacted])");
+        let key = FamilyKey::generate().unwrap();
+        assert_eq!(format!("{key:?}"), "FamilyKey([redacted])");
+        let hash = TokenHash([0xfb; 32]);
+        let encoded = Base64UrlUnpadded::encode_string(&[0xfb; 32]);
+        assert_eq!(hash.to_string(), encoded);
+        assert_eq!(format!("{hash:?}"), format!("TokenHash({encoded})"));
+    }
+
+    #[test]
     fn impossible_refresh_policies_are_refused_at_startup() {
         let access = Duration::from_secs(1800);
         let secs = Duration::from_secs;
