@@ -420,6 +420,42 @@ mod tests {
         assert_eq!(format!("{hash:?}"), format!("TokenHash({encoded})"));
     }
 
+    /// A store that hands `rotate` a family by mistake (a stale index, a
+    /// custom store's bug) must not revoke it for a stranger's token.
+    #[test]
+    fn a_token_the_family_never_held_is_unknown_to_it() {
+        let first = RefreshToken::generate().unwrap();
+        let key = FamilyKey::generate().unwrap();
+        let second = first.successor(&key);
+        let family = Family {
+            sid: "s".to_owned(),
+            subject: "u".to_owned(),
+            scope: Scopes::parse("me").unwrap(),
+            token_version: 0,
+            auth_time: 0,
+            absolute_expiry: 3600,
+            idle_timeout: 600,
+            last_used: 0,
+            key,
+            current: first.hash(),
+            previous: None,
+            spent: Vec::new(),
+        };
+        let stranger = RefreshToken::generate().unwrap().hash();
+        let grace = Duration::from_secs(5);
+        let (rotation, _) = family.clone().rotate(&stranger, &second.hash(), 10, grace);
+        assert_eq!(rotation, Rotation::Unknown);
+        let Rotation::Rotated(rotated) = family.rotate(&first.hash(), &second.hash(), 10, grace).0
+        else {
+            panic!("the current token rotates");
+        };
+        assert!(rotated.holds(&first.hash()) && rotated.holds(&second.hash()));
+        assert!(!rotated.holds(&stranger));
+        let (rotation, kept) = rotated.rotate(&stranger, &stranger, 20, grace);
+        assert_eq!(rotation, Rotation::Unknown);
+        assert!(kept.is_some(), "the family is kept");
+    }
+
     #[test]
     fn impossible_refresh_policies_are_refused_at_startup() {
         let access = Duration::from_secs(1800);
