@@ -6,6 +6,8 @@
 //! their own; every update that reads and writes is one atomic step in
 //! Redis (a Lua script), so two instances racing behave as one would.
 
+mod counters;
+
 use std::fmt;
 use std::sync::Arc;
 
@@ -43,9 +45,7 @@ impl RedisStore {
     /// default key prefix.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(store_error)?;
-        let connection = ConnectionManager::new(client)
-            .await
-            .map_err(store_error)?;
+        let connection = ConnectionManager::new(client).await.map_err(store_error)?;
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 connection,
