@@ -191,3 +191,229 @@ impl SharedCounters for RedisStore {
         &self.inner.prefix
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The Lua GCRA against governor's own answers, on the Redis at
+    //! `REDIS_URL` (default `redis://127.0.0.1:6379`; skipped with a notice
+    //! when unreachable, failing under `CI=true`). Each test uses keys of
+    //! its own.
+
+    use std::num::NonZeroU32;
+    use std::time::Duration;
+
+    use governor::clock::{Clock, DefaultClock};
+    use governor::{DefaultKeyedRateLimiter, Quota};
+
+    use super::*;
+
+    async fn store(test: &str) -> Option<RedisStore> {
+        let url =
+            std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+        let connected = tokio::time::timeout(Duration::from_secs(5), RedisStore::connect(&url))
+            .await
+            .map_err(|_| StoreError::new("connect timed out"))
+            .and_then(|store| store);
+        match connected {
+            Ok(store) => Some(store),
+            Err(error) if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!("{test}: Redis at {url} is unreachable under CI=true: {error:?}")
+            }
+            Err(error) => {
+                eprintln!("SKIPPED {test}: Redis at {url} is unreachable ({error:?})");
+                None
+            }
+        }
+    }
+
+    fn key(test: &str) -> String {
+        format!("test:{test}:{}", uuid::Uuid::new_v4().simple())
+    }
+
+    fn n(n: u32) -> NonZeroU32 {
+        NonZeroU32::new(n).unwrap()
+    }
+
+    /// governor's answer for the same charge, as a [`GcraOutcome`].
+    fn governor(limiter: &DefaultKeyedRateLimiter<u8>, n: u32) -> GcraOutcome {
+        match limiter.check_key_n(&0, NonZeroU32::new(n).unwrap()) {
+            Ok(Ok(())) => GcraOutcome::Allowed,
+            Ok(Err(not_until)) => {
+                GcraOutcome::Wait(not_until.wait_time_from(DefaultClock::default().now()))
+            }
+            Err(_) => GcraOutcome::TooLarge,
+        }
+    }
+
+    /// Same kind of answer, and waits within `slack` of each other (the
+    /// two clocks ran a little apart between the calls).
+    fn same(redis: GcraOutcome, governor: GcraOutcome, slack: Duration) {
+        match (redis, governor) {
+            (GcraOutcome::Wait(a), GcraOutcome::Wait(b)) => {
+                assert!(a.abs_diff(b) <= slack, "redis waits {a:?}, governor {b:?}");
+            }
+            (a, b) => assert_eq!(a, b),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_lua_gcra_answers_as_governor_does() {
+        let Some(store) = store("the_lua_gcra_answers_as_governor_does").await else {
+            return;
+        };
+        // 5 per hour: one unit back every 12 minutes, so the test's own
+        // time barely moves the answers.
+        let rate = Gcra::per_period(5, Duration::from_secs(3600)).unwrap();
+        let quota = Quota::with_period(rate.emission_interval)
+            .unwrap()
+            .allow_burst(rate.burst);
+        let limiter = DefaultKeyedRateLimiter::<u8>::keyed(quota);
+        let key = key("gcra");
+        let slack = Duration::from_secs(2);
+        // The burst: 2 + 3 units at once, then nothing more; a refused
+        // charge spends nothing; 2 units wait one interval more than 1;
+        // more than the burst is TooLarge, not a wait.
+        for (units, expect_allowed) in [(2, true), (3, true), (1, false), (2, false), (1, false)] {
+            let redis = store
+                .charge(&key, rate, n(units), Charge::Spend)
+                .await
+                .unwrap();
+            same(redis, governor(&limiter, units), slack);
+            assert_eq!(
+                redis == GcraOutcome::Allowed,
+                expect_allowed,
+                "{units}: {redis:?}"
+            );
+        }
+        let one = store.charge(&key, rate, n(1), Charge::Spend).await.unwrap();
+        let two = store.charge(&key, rate, n(2), Charge::Spend).await.unwrap();
+        match (one, two) {
+            (GcraOutcome::Wait(one), GcraOutcome::Wait(two)) => {
+                assert!(one.abs_diff(rate.emission_interval) <= slack, "{one:?}");
+                assert!(
+                    (two - one).abs_diff(rate.emission_interval) <= slack,
+                    "{two:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        for units in [6, 100] {
+            let redis = store
+                .charge(&key, rate, n(units), Charge::Spend)
+                .await
+                .unwrap();
+            assert_eq!(redis, GcraOutcome::TooLarge);
+            assert_eq!(governor(&limiter, units), GcraOutcome::TooLarge);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_steady_rate_comes_back_one_unit_per_interval() {
+        let Some(store) = store("a_steady_rate_comes_back_one_unit_per_interval").await else {
+            return;
+        };
+        // 1 unit per 50 ms, burst 1: the second charge waits, and once the
+        // wait is over a charge is allowed again (polled, never timed).
+        let rate = Gcra::per_period(1, Duration::from_millis(50)).unwrap();
+        let key = key("steady");
+        let first = store.charge(&key, rate, n(1), Charge::Spend).await.unwrap();
+        assert_eq!(first, GcraOutcome::Allowed);
+        let GcraOutcome::Wait(wait) = store.charge(&key, rate, n(1), Charge::Spend).await.unwrap()
+        else {
+            panic!("a burst of 1 let a second unit through");
+        };
+        assert!(wait <= rate.emission_interval, "{wait:?}");
+        let mut allowed = false;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if store.charge(&key, rate, n(1), Charge::Spend).await.unwrap() == GcraOutcome::Allowed
+            {
+                allowed = true;
+                break;
+            }
+        }
+        assert!(allowed, "the rate never gave a unit back");
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_spends_nothing_and_keys_expire_when_full_again() {
+        let Some(store) = store("a_dry_run_spends_nothing_and_keys_expire_when_full_again").await
+        else {
+            return;
+        };
+        let rate = Gcra::per_period(2, Duration::from_secs(60)).unwrap();
+        let key = key("dry");
+        for _ in 0..5 {
+            let outcome = store
+                .charge(&key, rate, n(2), Charge::DryRun)
+                .await
+                .unwrap();
+            assert_eq!(outcome, GcraOutcome::Allowed);
+        }
+        let mut connection = store.connection();
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(store.key("gcra", &key))
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        assert!(!exists, "a dry run wrote its key");
+        assert_eq!(
+            store.charge(&key, rate, n(1), Charge::Spend).await.unwrap(),
+            GcraOutcome::Allowed
+        );
+        // One unit spent of 2 per minute: full again within 30 s.
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(store.key("gcra", &key))
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        assert!((1..=30_000).contains(&ttl), "{ttl}");
+        store.forget(&key).await.unwrap();
+        assert_eq!(
+            store.charge(&key, rate, n(2), Charge::Spend).await.unwrap(),
+            GcraOutcome::Allowed
+        );
+    }
+
+    #[tokio::test]
+    async fn leases_are_capped_released_and_lapse_when_not_renewed() {
+        let Some(store) = store("leases_are_capped_released_and_lapse_when_not_renewed").await
+        else {
+            return;
+        };
+        let key = key("leases");
+        let long = Duration::from_secs(60);
+        assert!(store.acquire_lease(&key, "a", 2, long).await.unwrap());
+        assert!(store.acquire_lease(&key, "b", 2, long).await.unwrap());
+        assert!(!store.acquire_lease(&key, "c", 2, long).await.unwrap());
+        // Renewing a held lease is not a new one.
+        assert!(store.renew_lease(&key, "a", 2, long).await.unwrap());
+        store.release_lease(&key, "a").await.unwrap();
+        assert!(store.acquire_lease(&key, "c", 2, long).await.unwrap());
+        // A lease nobody renews lapses by itself (a dead instance's).
+        store.release_lease(&key, "c").await.unwrap();
+        assert!(
+            store
+                .acquire_lease(&key, "short", 2, Duration::from_millis(100))
+                .await
+                .unwrap()
+        );
+        assert!(!store.acquire_lease(&key, "d", 2, long).await.unwrap());
+        let mut freed = false;
+        for _ in 0..200 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if store.acquire_lease(&key, "d", 2, long).await.unwrap() {
+                freed = true;
+                break;
+            }
+        }
+        assert!(freed, "a lapsed lease kept its slot");
+        // The set expires with its longest lease.
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(store.key("leases", &key))
+            .query_async(&mut store.connection())
+            .await
+            .unwrap();
+        assert!((1..=60_000).contains(&ttl), "{ttl}");
+    }
+}
