@@ -119,6 +119,9 @@ async fn a_users_sixth_socket_across_two_instances_gets_429_and_a_dead_instances
     // before the upgrade.
     assert_eq!(open(&b, &full).await.err(), Some(429));
     assert_eq!(open(&a, &full).await.err(), Some(429));
+    // Open sockets keep their slots past their lease: it is renewed.
+    tokio::time::sleep(Duration::from_millis(3 * 900)).await;
+    assert_eq!(open(&b, &full).await.err(), Some(429));
     // Another user has their own cap.
     let reader = token(&b, "reader").await;
     let _other = open(&a, &reader).await.unwrap();
