@@ -492,14 +492,27 @@ impl LoginThrottle {
             );
         }
         let keys = AttemptKeys::new(username, client);
-        match &self.inner.failures.shared {
-            None => self.inner.failures.check(&keys)?,
-            Some(shared) => self.inner.failures.check_shared(shared, &keys).await?,
-        }
-        Ok(LoginAttempt {
+        let failures = &self.inner.failures;
+        let Some(shared) = &failures.shared else {
+            failures.check(&keys)?;
+            return Ok(LoginAttempt {
+                throttle: Arc::clone(&self.inner),
+                keys: Some(keys),
+            });
+        };
+        // Counted in flight first, so concurrent checks on this instance see
+        // each other; the attempt gives it back when dropped, so a check
+        // that is refused, fails or is cancelled (the client hung up) while
+        // it waits on the store leaves nothing behind.
+        let pending = failures.reserve(shared, &keys);
+        let attempt = LoginAttempt {
             throttle: Arc::clone(&self.inner),
             keys: Some(keys),
-        })
+        };
+        if let Some(keys) = &attempt.keys {
+            shared.check(keys, pending).await?;
+        }
+        Ok(attempt)
     }
 
     /// How many keys (pairs, usernames, clients) the failure table holds.
@@ -534,24 +547,24 @@ impl LoginAttempt {
     /// The login was refused (`invalid_grant`): one failure for each budget.
     /// Await it before answering, so a client hanging up cannot escape it.
     pub async fn failed(mut self) {
+        // The keys stay in the attempt while the store is written: if this
+        // is cancelled meanwhile, dropping the attempt ends it in flight.
+        if let (Some(shared), Some(keys)) = (&self.throttle.failures.shared, &self.keys) {
+            shared.record(keys).await;
+        }
         if let Some(keys) = self.keys.take() {
-            let failures = &self.throttle.failures;
-            if let Some(shared) = &failures.shared {
-                shared.record(&keys).await;
-            }
-            failures.record(&keys);
+            self.throttle.failures.record(&keys);
         }
     }
 
     /// The password was right: the (username, client) pair gets its whole
     /// budget back.
     pub async fn succeeded(mut self) {
+        if let (Some(shared), Some(keys)) = (&self.throttle.failures.shared, &self.keys) {
+            shared.reset(keys).await;
+        }
         if let Some(keys) = self.keys.take() {
-            let failures = &self.throttle.failures;
-            if let Some(shared) = &failures.shared {
-                shared.reset(&keys).await;
-            }
-            failures.reset(&keys);
+            self.throttle.failures.reset(&keys);
         }
     }
 }
@@ -676,48 +689,18 @@ impl FailedLogins {
         Ok(())
     }
 
-    /// The shared [`check`](Self::check): the logins in flight here are
-    /// reserved first (so concurrent checks on this instance see each
-    /// other), then each budget is asked, by a dry run, whether they and
-    /// one more failure would fit.
-    async fn check_shared(
-        &self,
-        shared: &SharedBudgets,
-        keys: &AttemptKeys,
-    ) -> Result<(), LoginThrottled> {
-        let pending: Vec<u32> = {
-            let mut in_flight = lock(&self.in_flight);
-            shared
-                .budgets(keys)
-                .map(|(_, key)| {
-                    let count = in_flight.entry(key.clone()).or_insert(0);
-                    *count += 1;
-                    *count - 1
-                })
-                .collect()
-        };
-        let mut refused: Option<Duration> = None;
-        for ((rate, key), pending) in shared.budgets(keys).zip(pending) {
-            let n = NonZeroU32::new(pending.saturating_add(1)).unwrap_or(NonZeroU32::MIN);
-            let key = shared.key(key);
-            let wait = match shared.store.charge(&key, rate, n, Charge::DryRun).await {
-                Ok(GcraOutcome::Allowed) => continue,
-                Ok(GcraOutcome::Wait(wait)) => wait,
-                // More logins in flight than the whole budget: one of them
-                // will have finished within a second.
-                Ok(GcraOutcome::TooLarge) => Duration::from_secs(1),
-                Err(error) => {
-                    self.leave(&mut lock(&self.in_flight), keys);
-                    return Err(store_failed(&error));
-                }
-            };
-            refused = Some(refused.map_or(wait, |other| other.max(wait)));
-        }
-        if let Some(retry_after) = refused {
-            self.leave(&mut lock(&self.in_flight), keys);
-            return Err(LoginThrottled::throttled(retry_after));
-        }
-        Ok(())
+    /// Counts a shared login in flight under each of its keys; how many
+    /// were in flight before it, per budget.
+    fn reserve(&self, shared: &SharedBudgets, keys: &AttemptKeys) -> Vec<u32> {
+        let mut in_flight = lock(&self.in_flight);
+        shared
+            .budgets(keys)
+            .map(|(_, key)| {
+                let count = in_flight.entry(key.clone()).or_insert(0);
+                *count += 1;
+                *count - 1
+            })
+            .collect()
     }
 
     /// Spends one failure of every budget `keys` fall under (the shared
@@ -783,6 +766,32 @@ struct SharedBudgets {
 }
 
 impl SharedBudgets {
+    /// Whether the logins in flight here (`pending`, per budget) and one
+    /// more failure would fit every budget: a dry run, nothing is spent.
+    async fn check(&self, keys: &AttemptKeys, pending: Vec<u32>) -> Result<(), LoginThrottled> {
+        let mut refused: Option<Duration> = None;
+        for ((rate, key), pending) in self.budgets(keys).zip(pending) {
+            let n = NonZeroU32::new(pending.saturating_add(1)).unwrap_or(NonZeroU32::MIN);
+            let wait = match self
+                .store
+                .charge(&self.key(key), rate, n, Charge::DryRun)
+                .await
+            {
+                Ok(GcraOutcome::Allowed) => continue,
+                Ok(GcraOutcome::Wait(wait)) => wait,
+                // More logins in flight than the whole budget: one of them
+                // will have finished within a second.
+                Ok(GcraOutcome::TooLarge) => Duration::from_secs(1),
+                Err(error) => return Err(store_failed(&error)),
+            };
+            refused = Some(refused.map_or(wait, |other| other.max(wait)));
+        }
+        match refused {
+            Some(retry_after) => Err(LoginThrottled::throttled(retry_after)),
+            None => Ok(()),
+        }
+    }
+
     /// The rate and key of each budget that applies to `keys`.
     fn budgets<'a>(
         &'a self,
@@ -1103,6 +1112,118 @@ mod tests {
         );
         // The account under attack is still remembered.
         assert!(throttle.check("victim", Some("guesser")).await.is_err());
+    }
+
+    /// A shared store that answers like an empty GCRA (allowed unless more
+    /// than the burst) or, while `hang` is set, never answers.
+    #[derive(Default)]
+    struct Hanging {
+        hang: std::sync::atomic::AtomicBool,
+    }
+
+    impl SharedCounters for Arc<Hanging> {
+        async fn charge(
+            &self,
+            _key: &str,
+            rate: Gcra,
+            n: NonZeroU32,
+            _charge: Charge,
+        ) -> Result<GcraOutcome, StoreError> {
+            if self.hang.load(Ordering::Relaxed) {
+                std::future::pending::<()>().await;
+            }
+            Ok(if n > rate.burst {
+                GcraOutcome::TooLarge
+            } else {
+                GcraOutcome::Allowed
+            })
+        }
+
+        async fn forget(&self, _key: &str) -> Result<(), StoreError> {
+            if self.hang.load(Ordering::Relaxed) {
+                std::future::pending::<()>().await;
+            }
+            Ok(())
+        }
+
+        async fn acquire_lease(
+            &self,
+            _: &str,
+            _: &str,
+            _: u32,
+            _: Duration,
+        ) -> Result<bool, StoreError> {
+            Ok(true)
+        }
+
+        async fn renew_lease(
+            &self,
+            _: &str,
+            _: &str,
+            _: u32,
+            _: Duration,
+        ) -> Result<bool, StoreError> {
+            Ok(true)
+        }
+
+        async fn release_lease(&self, _: &str, _: &str) -> Result<(), StoreError> {
+            Ok(())
+        }
+
+        fn namespace(&self) -> &str {
+            "test"
+        }
+    }
+
+    #[tokio::test]
+    async fn a_shared_login_cancelled_while_it_waits_on_the_store_leaves_nothing_in_flight() {
+        let store = Arc::new(Hanging::default());
+        let throttle = LoginThrottle::builder()
+            .per_username_and_client(3, Duration::from_secs(60))
+            .shared(Arc::clone(&store))
+            .build()
+            .unwrap();
+        let cancel = Duration::from_millis(5);
+        // Checks cancelled (the client hung up) while the store is asked.
+        store.hang.store(true, Ordering::Relaxed);
+        for _ in 0..10 {
+            let check = throttle.check("johndoe", Some("a"));
+            assert!(tokio::time::timeout(cancel, check).await.is_err());
+        }
+        // Failures and successes cancelled while they are written.
+        for _ in 0..10 {
+            store.hang.store(false, Ordering::Relaxed);
+            let attempt = throttle.check("johndoe", Some("a")).await.unwrap();
+            store.hang.store(true, Ordering::Relaxed);
+            assert!(
+                tokio::time::timeout(cancel, attempt.failed())
+                    .await
+                    .is_err()
+            );
+            store.hang.store(false, Ordering::Relaxed);
+            let attempt = throttle.check("johndoe", Some("a")).await.unwrap();
+            store.hang.store(true, Ordering::Relaxed);
+            assert!(
+                tokio::time::timeout(cancel, attempt.succeeded())
+                    .await
+                    .is_err()
+            );
+        }
+        // None of them is still counted in flight: three logins fit the
+        // budget of three at once, and a fourth does not.
+        store.hang.store(false, Ordering::Relaxed);
+        let mut attempts = Vec::new();
+        for _ in 0..3 {
+            attempts.push(throttle.check("johndoe", Some("a")).await.unwrap());
+        }
+        assert!(throttle.check("johndoe", Some("a")).await.is_err());
+        assert!(
+            lock(&throttle.inner.failures.in_flight)
+                .values()
+                .all(|n| *n == 3)
+        );
+        drop(attempts);
+        assert!(lock(&throttle.inner.failures.in_flight).is_empty());
     }
 
     #[test]
