@@ -34,6 +34,9 @@
 //!   whole header within this time is disconnected (default 10).
 //! - `MAX_CONNECTIONS`: open connections at most; more wait to be accepted
 //!   (default 1024).
+//! - `REDIS_URL` (needs `--features redis`): share the login throttle with
+//!   every other instance of the app through this Redis
+//!   (`redis://host:port/db`). Unset: it lives in this process.
 //! - `RUST_LOG`: log filter (default `info`).
 //!
 //! It serves with hyper's connection builder (`examples/support/serve.rs`)
@@ -84,8 +87,8 @@ use tower_auth::axum::{Scoped, logout, token_endpoint};
 use tower_auth::scope::DefaultScopes;
 use tower_auth::session::RefreshTokens;
 use tower_auth::{
-    Algorithm, AuthLayer, AuthUser, Authenticated, Authenticator, Key, MemoryUserStore,
-    PasswordHasher, Scopes, SlidingExpiry, TokenCodec,
+    Algorithm, AuthLayer, AuthUser, Authenticated, Authenticator, Key, LoginThrottle,
+    MemoryUserStore, PasswordHasher, Scopes, SlidingExpiry, TokenCodec,
 };
 use tower_http::cors::CorsLayer;
 use tracing_subscriber::EnvFilter;
@@ -355,6 +358,32 @@ fn refresh_grace() -> Result<Duration, Box<dyn Error>> {
     }
 }
 
+/// With `REDIS_URL` set, the login throttle (failed logins per username and
+/// client) is shared through Redis by every instance of the app, so a
+/// guess on one counts on all; unset, it lives in this process (the
+/// default throttle).
+async fn shared_login_throttle() -> Result<Option<LoginThrottle>, Box<dyn Error>> {
+    let Ok(url) = std::env::var("REDIS_URL") else {
+        return Ok(None);
+    };
+    #[cfg(feature = "redis")]
+    {
+        // The URL may hold a password: it is never printed.
+        let store = tower_auth::redis::RedisStore::connect(&url)
+            .await
+            .map_err(|err| format!("cannot connect to the Redis at REDIS_URL: {err}"))?;
+        tracing::info!("login throttle shared through Redis");
+        Ok(Some(LoginThrottle::builder().shared(store).build()?))
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = url;
+        Err("REDIS_URL is set, but this build has no Redis support: \
+             run it with `cargo run --example password_flow --features redis`"
+            .into())
+    }
+}
+
 async fn run() -> Result<(), Box<dyn Error>> {
     let lifetime = token_lifetime()?;
     let key = signing_key()?;
@@ -364,7 +393,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
         .build()
         .map_err(|err| format!("the JWT signing key: {err}"))?;
     let passwords = PasswordHasher::new();
-    let auth = Authenticator::builder(users(&passwords).await?, codec)
+    let builder = Authenticator::builder(users(&passwords).await?, codec)
         .passwords(passwords)
         .realm("password_flow")
         // As in the tutorial, a login grants exactly the scopes it asks for
@@ -375,8 +404,12 @@ async fn run() -> Result<(), Box<dyn Error>> {
         .sliding_expiry(SlidingExpiry::new(ABSOLUTE_LIFETIME))
         // A login also returns a refresh token (families kept in memory:
         // one instance).
-        .refresh_tokens(RefreshTokens::new().grace(refresh_grace()?))
-        .build()?;
+        .refresh_tokens(RefreshTokens::new().grace(refresh_grace()?));
+    let builder = match shared_login_throttle().await? {
+        Some(throttle) => builder.login_throttle(throttle),
+        None => builder,
+    };
+    let auth = builder.build()?;
     let cors = cors(&auth)?;
     let limits = serve::ServerLimits::from_env()?;
 

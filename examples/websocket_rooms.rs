@@ -86,6 +86,13 @@
 //!   without `Secure`. Without it the cookie is `Secure`, which browsers
 //!   accept over plain HTTP only from `localhost`; use it when the page is
 //!   served from another host name over HTTP.
+//! - `REDIS_URL` (needs `--features redis`): share the socket cap, the
+//!   message rate and the byte budget with every other instance of the app
+//!   through this Redis (`redis://host:port/db`), for several instances
+//!   behind a load balancer. Unset: they live in this process.
+//! - `SOCKET_LEASE_MS`: with `REDIS_URL`, how long a socket's slot outlives
+//!   an instance that died without closing it (default 30000; the lease is
+//!   renewed every third of it).
 //! - `RUST_LOG`: log filter (default `info`), logs on stderr.
 
 use std::collections::HashMap;
@@ -104,7 +111,7 @@ use axum::{Json, Router};
 use serde_json::json;
 use tokio::sync::broadcast;
 use tower_auth::axum::{logout, session_login, token_endpoint};
-use tower_auth::limit::{ConnectionLimit, ConnectionPermit, RateLimit};
+use tower_auth::limit::{ConnectionLimit, ConnectionPermit, LimitExceeded, RateLimit};
 use tower_auth::ws::{self, CloseReason};
 use tower_auth::{
     AuthError, Authenticated, Authenticator, Credentials, Key, MemoryUserStore, PasswordHasher,
@@ -244,7 +251,7 @@ async fn join_room(
         tracing::info!(sub = ?me.claims.sub, room = ?room, "room refused: no read permission");
         return state.auth.error_response(&err).into_response();
     }
-    let permit = match state.sockets.try_acquire(&me.claims.sub) {
+    let permit = match state.sockets.try_acquire(&me.claims.sub).await {
         Ok(permit) => permit,
         Err(err) => return state.auth.error_response(&err.into()).into_response(),
     };
@@ -271,10 +278,11 @@ async fn run_socket(
     );
     let sub = me.claims.sub.as_str();
     // Charges a message of `size` bytes to the user's byte budget.
-    let pay = |size: usize| {
+    let pay = async |size: usize| {
         state
             .bytes
             .check_n(sub, MESSAGE_COST + size)
+            .await
             .map_err(CloseReason::for_budget)
     };
     tracing::info!(sub = ?sub, room = ?room, can_write, credential = ?me.credential, "joined");
@@ -318,16 +326,19 @@ async fn run_socket(
                 // Binary frames are ignored and pings answered by axum, but
                 // every frame is paid for.
                 Some(Ok(Message::Binary(data) | Message::Ping(data) | Message::Pong(data))) => {
-                    if let Err(close) = pay(data.len()) {
+                    if let Err(close) = pay(data.len()).await {
                         break Some(close);
                     }
                 }
                 Some(Ok(Message::Text(text))) => {
-                    if state.messages.check(sub).is_err() {
-                        break Some(CloseReason::RateLimited);
+                    match state.messages.check(sub).await {
+                        Ok(()) => {}
+                        // Shared limits whose store failed: fail closed.
+                        Err(LimitExceeded::StoreUnavailable) => break Some(CloseReason::StoreUnavailable),
+                        Err(_) => break Some(CloseReason::RateLimited),
                     }
                     if !can_write {
-                        if let Err(close) = pay(text.len()) {
+                        if let Err(close) = pay(text.len()).await {
                             break Some(close);
                         }
                         let refusal = json!({
@@ -342,7 +353,7 @@ async fn run_socket(
                     let message = json!({ "room": room, "from": me.user.username, "text": text.as_str() }).to_string();
                     // Paid at the size the room holds and sends, not the
                     // size received: JSON escapes a control character as 6 bytes.
-                    if let Err(close) = pay(message.len()) {
+                    if let Err(close) = pay(message.len()).await {
                         break Some(close);
                     }
                     // No receiver (cannot happen: we subscribed) is not an error.
@@ -496,6 +507,59 @@ fn allowed_origins(addr: SocketAddr) -> Result<Vec<String>, Box<dyn Error>> {
     Ok(origins)
 }
 
+/// The per-user socket cap, message rate and byte budget: in this process,
+/// or, with `REDIS_URL` set, shared through Redis by every instance of the
+/// app (a user's 6th socket is refused whichever instance it reaches).
+async fn limits_per_user(
+    messages_per_minute: u32,
+    bytes_per_minute: u32,
+) -> Result<(ConnectionLimit, RateLimit, RateLimit), Box<dyn Error>> {
+    let sockets = ConnectionLimit::new(MAX_SOCKETS_PER_USER)?;
+    let messages = RateLimit::per_minute(messages_per_minute)?;
+    let bytes = RateLimit::per_minute(bytes_per_minute)?;
+    let Ok(url) = std::env::var("REDIS_URL") else {
+        return Ok((sockets, messages, bytes));
+    };
+    shared_limits(&url, sockets, messages, bytes).await
+}
+
+#[cfg(feature = "redis")]
+async fn shared_limits(
+    url: &str,
+    sockets: ConnectionLimit,
+    messages: RateLimit,
+    bytes: RateLimit,
+) -> Result<(ConnectionLimit, RateLimit, RateLimit), Box<dyn Error>> {
+    use tower_auth::redis::RedisStore;
+    let lease_ms: u64 = env_or("SOCKET_LEASE_MS", "30000")?
+        .parse()
+        .map_err(|_| "SOCKET_LEASE_MS must be a number of milliseconds")?;
+    // The URL may hold a password: it is never printed.
+    let store = RedisStore::connect(url)
+        .await
+        .map_err(|err| format!("cannot connect to the Redis at REDIS_URL: {err}"))?;
+    tracing::info!("per-user limits shared through Redis");
+    Ok((
+        sockets
+            .shared(store.clone(), "sockets")?
+            .lease(Duration::from_millis(lease_ms))?,
+        messages.shared(store.clone(), "messages")?,
+        bytes.shared(store, "bytes")?,
+    ))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn shared_limits(
+    _url: &str,
+    _sockets: ConnectionLimit,
+    _messages: RateLimit,
+    _bytes: RateLimit,
+) -> Result<(ConnectionLimit, RateLimit, RateLimit), Box<dyn Error>> {
+    Err("REDIS_URL is set, but this build has no Redis support: \
+         run it with `cargo run --example websocket_rooms --features redis`"
+        .into())
+}
+
 async fn run() -> Result<(), Box<dyn Error>> {
     let secret = jwt_secret()?;
     let key = Key::hs256(&secret)
@@ -535,6 +599,8 @@ async fn run() -> Result<(), Box<dyn Error>> {
         .ok_or("BYTES_PER_MINUTE must be a whole number from 1 to 4294967295")?;
     let limits = serve::ServerLimits::from_env()?;
 
+    let (sockets, messages, bytes) = limits_per_user(messages_per_minute, bytes_per_minute).await?;
+
     let passwords = PasswordHasher::new();
     let users = users(&passwords).await?;
     let auth = Authenticator::builder(users.clone(), codec)
@@ -548,9 +614,9 @@ async fn run() -> Result<(), Box<dyn Error>> {
         users,
         recheck_every: Duration::from_secs(recheck_secs),
         rooms: Rooms::default(),
-        sockets: ConnectionLimit::new(MAX_SOCKETS_PER_USER)?,
-        messages: RateLimit::per_minute(messages_per_minute)?,
-        bytes: RateLimit::per_minute(bytes_per_minute)?,
+        sockets,
+        messages,
+        bytes,
     };
     let (messages, bytes) = (state.messages.clone(), state.bytes.clone());
     tokio::spawn(async move {

@@ -789,6 +789,8 @@ pub(crate) fn log_rejection(err: &AuthError) {
         AuthError::InvalidToken(reason) => {
             tracing::debug!(reason = reason.reason_code(), "token refused");
         }
+        // A shared throttle's store failure was logged where it happened.
+        AuthError::LoginThrottled(throttled) if throttled.store_unavailable() => {}
         AuthError::LoginThrottled(_) => {
             tracing::info!(outcome = "too_many_requests", "login throttled");
         }

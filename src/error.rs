@@ -10,7 +10,9 @@
 //! | [`Origin`](AuthError::Origin) (cookie from a foreign page) | 403 | — | `invalid_origin` |
 //! | [`LimitExceeded`](AuthError::LimitExceeded) | 429 (+ `Retry-After` for rates) | — | `too_many_requests` |
 //! | [`LimitExceeded::TooLarge`] (one charge over a whole byte budget) | 413 | — | `invalid_request` |
+//! | [`LimitExceeded::StoreUnavailable`] (a shared limit's store failed: fail closed) | 503 + `Retry-After: 1` | — | `temporarily_unavailable` |
 //! | [`LoginThrottled`](AuthError::LoginThrottled) (too many failed logins) | 429 + `Retry-After` | — | `too_many_requests` |
+//! | [`LoginThrottled`](AuthError::LoginThrottled) whose [shared store failed](LoginThrottled::store_unavailable) (fail closed) | 503 + `Retry-After: 1` | — | `temporarily_unavailable` |
 //! | [`UserStore`](AuthError::UserStore) | 503 + `Retry-After: 5` | — | `temporarily_unavailable` |
 //! | [`SharedStore`](AuthError::SharedStore) | 503 + `Retry-After: 1` | — | `temporarily_unavailable` |
 //! | [`Password`](AuthError::Password) `Busy` (argon2 queue full) | 503 + `Retry-After` | — | `temporarily_unavailable` |
@@ -162,7 +164,8 @@ impl AuthError {
     /// ([`TokenRejection::reason_code`], [`OriginRejection::reason_code`],
     /// [`LimitExceeded::reason_code`]), so logs and metrics share one
     /// vocabulary; the others are `missing_credentials`, `invalid_request`,
-    /// `insufficient_scope`, `login_throttled`, `password_busy`,
+    /// `insufficient_scope`, `login_throttled` (`throttle_store_unavailable`
+    /// when a shared throttle's store failed), `password_busy`,
     /// `password_hashing`, `user_store`, `shared_store` and `internal`, and a
     /// token-endpoint error is its RFC 6749 §5.2 code (`invalid_grant`,
     /// `invalid_request`, `unsupported_grant_type`, `invalid_scope`) or
@@ -183,7 +186,7 @@ impl AuthError {
             AuthError::InsufficientScope { .. } => "insufficient_scope",
             AuthError::Origin(rejection) => rejection.reason_code(),
             AuthError::LimitExceeded(exceeded) => exceeded.reason_code(),
-            AuthError::LoginThrottled(_) => "login_throttled",
+            AuthError::LoginThrottled(throttled) => throttled.reason_code(),
             AuthError::Password(PasswordError::Busy) => "password_busy",
             AuthError::Password(_) => "password_hashing",
             AuthError::UserStore(_) => "user_store",
@@ -432,10 +435,21 @@ fn status_code_description(error: &AuthError) -> (StatusCode, &'static str, Stri
             "invalid_request",
             limit_description(*limit).into(),
         ),
+        // Fail closed: the limit could not be counted.
+        AuthError::LimitExceeded(limit @ LimitExceeded::StoreUnavailable) => (
+            S::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            limit_description(*limit).into(),
+        ),
         AuthError::LimitExceeded(limit) => (
             S::TOO_MANY_REQUESTS,
             "too_many_requests",
             limit_description(*limit).into(),
+        ),
+        AuthError::LoginThrottled(throttled) if throttled.store_unavailable() => (
+            S::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "logins are unavailable; try again shortly".into(),
         ),
         AuthError::LoginThrottled(_) => (
             S::TOO_MANY_REQUESTS,
@@ -524,6 +538,7 @@ fn limit_description(exceeded: LimitExceeded) -> &'static str {
         LimitExceeded::Rate { .. } => "too many requests; slow down",
         LimitExceeded::Connections => "too many open connections for this user",
         LimitExceeded::TooLarge { .. } => "larger than this user's whole allowance",
+        LimitExceeded::StoreUnavailable => "limits are unavailable; try again shortly",
     }
 }
 
@@ -591,6 +606,16 @@ mod tests {
         let res = render(&AuthError::LimitExceeded(LimitExceeded::Connections));
         assert_eq!(res.status(), 429);
         assert!(res.headers().get(RETRY_AFTER).is_none());
+    }
+
+    #[test]
+    fn a_shared_limit_without_its_store_is_503_with_retry_after() {
+        let error = AuthError::LimitExceeded(LimitExceeded::StoreUnavailable);
+        assert_eq!(error.reason_code(), "limit_store_unavailable");
+        let res = render(&error);
+        assert_eq!(res.status(), 503);
+        assert_eq!(res.headers()[RETRY_AFTER], "1");
+        assert!(res.headers().get(WWW_AUTHENTICATE).is_none());
     }
 
     #[test]

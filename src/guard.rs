@@ -53,7 +53,9 @@
 //! ([`is_cors_preflight`]); any other `OPTIONS` is checked like every other
 //! method.
 
-use std::task::{Context, Poll};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -64,7 +66,7 @@ use tower_service::Service;
 use crate::authenticator::Authenticator;
 use crate::error::{AuthError, ErrorRenderer};
 use crate::layer::{EitherFuture, LayerContext};
-use crate::limit::RateLimit;
+use crate::limit::{LimitExceeded, RateLimit};
 use crate::origin::is_cors_preflight;
 use crate::scope::{InvalidScope, Scopes};
 use crate::token::ExtraClaims;
@@ -247,13 +249,18 @@ pub struct RateLimitService<S> {
     layer: RateLimitLayer,
 }
 
+/// A limit is local or shared: a local one answers in `call` (no future of
+/// its own, as before limits could be shared); a shared one waits for its
+/// store, then calls the inner service, which is why the service must be
+/// `Clone` (the ready one is moved into the future, as tower's own
+/// middleware does).
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimitService<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
 {
     type Response = Response<Either<ResBody, Full<Bytes>>>;
     type Error = S::Error;
-    type Future = EitherFuture<S::Future, ResBody, S::Error>;
+    type Future = RateLimitFuture<S, ReqBody, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -261,21 +268,110 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         if is_cors_preflight(req.method(), req.headers()) {
-            return EitherFuture::inner(self.inner.call(req));
+            return RateLimitFuture::done(EitherFuture::inner(self.inner.call(req)));
         }
         let Some(context) = req.extensions().get::<LayerContext>() else {
-            return EitherFuture::rejected(without_layer(
+            return RateLimitFuture::done(EitherFuture::rejected(without_layer(
                 &self.layer.renderer,
                 RATE_LIMIT_WITHOUT_LAYER,
-            ));
+            )));
         };
-        let verdict = match context.subject() {
-            Some(subject) => self.layer.limit.check(subject).map_err(AuthError::from),
-            None => Ok(()),
+        let Some(subject) = context.subject() else {
+            return RateLimitFuture::done(EitherFuture::inner(self.inner.call(req)));
         };
-        match verdict {
-            Ok(()) => EitherFuture::inner(self.inner.call(req)),
-            Err(err) => EitherFuture::rejected(self.layer.renderer.render(&err)),
+        match self.layer.limit.check_now(subject, 1) {
+            Some(Ok(())) => RateLimitFuture::done(EitherFuture::inner(self.inner.call(req))),
+            Some(Err(refusal)) => RateLimitFuture::done(EitherFuture::rejected(
+                self.layer.renderer.render(&AuthError::from(refusal)),
+            )),
+            None => {
+                let check = self.layer.limit.check_shared(subject.to_owned(), 1);
+                // The ready service goes with the request; a fresh clone
+                // waits for the next `poll_ready`.
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                RateLimitFuture {
+                    state: RateState::Checking {
+                        check,
+                        pending: Some((inner, req)),
+                        renderer: self.layer.renderer.clone(),
+                    },
+                }
+            }
+        }
+    }
+}
+
+type CheckFuture = Pin<Box<dyn Future<Output = Result<(), LimitExceeded>> + Send + 'static>>;
+
+pin_project_lite::pin_project! {
+    /// The future of [`RateLimitService`]: a shared limit's check, then the
+    /// inner service's response (or the refusal).
+    pub struct RateLimitFuture<S, ReqBody, ResBody>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    {
+        #[pin]
+        state: RateState<S, ReqBody, ResBody>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = RateStateProj]
+    enum RateState<S, ReqBody, ResBody>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    {
+        Checking {
+            check: CheckFuture,
+            pending: Option<(S, Request<ReqBody>)>,
+            renderer: ErrorRenderer,
+        },
+        Done { #[pin] future: EitherFuture<S::Future, ResBody, S::Error> },
+    }
+}
+
+impl<S, ReqBody, ResBody> RateLimitFuture<S, ReqBody, ResBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    fn done(future: EitherFuture<S::Future, ResBody, S::Error>) -> Self {
+        RateLimitFuture {
+            state: RateState::Done { future },
+        }
+    }
+}
+
+impl<S, ReqBody, ResBody> Future for RateLimitFuture<S, ReqBody, ResBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Output = Result<Response<Either<ResBody, Full<Bytes>>>, S::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let next = match self.as_mut().project().state.project() {
+                RateStateProj::Done { future } => return future.poll(cx),
+                RateStateProj::Checking {
+                    check,
+                    pending,
+                    renderer,
+                } => {
+                    let verdict = ready!(check.as_mut().poll(cx));
+                    match (verdict, pending.take()) {
+                        (Ok(()), Some((mut inner, req))) => EitherFuture::inner(inner.call(req)),
+                        (Err(refusal), _) => {
+                            EitherFuture::rejected(renderer.render(&AuthError::from(refusal)))
+                        }
+                        // Polled again after it finished: a bug in the caller.
+                        (Ok(()), None) => return Poll::Pending,
+                    }
+                }
+            };
+            self.as_mut()
+                .project()
+                .state
+                .set(RateState::Done { future: next });
         }
     }
 }

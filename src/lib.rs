@@ -26,7 +26,7 @@
 //!
 //! | floor | rooms |
 //! | --- | --- |
-//! | core | [`config`] (the configuration error), [`scope`] (scope sets), [`credentials`] (where a token is found), [`origin`] (the Origin rules for cookies and WebSocket upgrades), [`token`] (keys, verification, issuing), [`password`] (argon2id off the async workers), [`user`] (your users), [`limit`] (per-user rates and connection caps), [`counters`] (the core of the shared state), [`throttle`] (failed logins per username and client), [`grant`] (the OAuth2 token endpoint's wire format) — each with its own rejection type |
+//! | core | [`config`] (the configuration error), [`scope`] (scope sets), [`credentials`] (where a token is found), [`origin`] (the Origin rules for cookies and WebSocket upgrades), [`token`] (keys, verification, issuing), [`password`] (argon2id off the async workers), [`user`] (your users), [`counters`] (the core of the shared state: shared counters and their error), [`limit`] (per-user rates and connection caps), [`throttle`] (failed logins per username and client), [`grant`] (the OAuth2 token endpoint's wire format) — each with its own rejection type |
 //! | road | [`session`] (sessions and their refresh-token families), [`store`] (the state an app's instances share), `redis` (that state on Redis, feature `redis`), [`error`] (`AuthError` and the one renderer of errors), [`refresh`] (sliding expiry), [`authenticator`] (the road itself), [`login`] (the password grant, cookie sessions) |
 //! | surfaces | [`layer`] (the tower layer), [`guard`] (scope and rate guards), [`ws`] (close codes, token expiry in a socket loop), `axum` (extractors and handlers, feature `axum`) |
 //!
@@ -89,8 +89,8 @@ pub mod origin;
 pub mod token;
 pub mod password;
 pub mod user;
-pub mod limit;
 pub mod counters;
+pub mod limit;
 pub mod throttle;
 pub mod grant;
 // The road: the one error that is rendered, and the Authenticator.

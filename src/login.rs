@@ -79,7 +79,7 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
         client: Option<&str>,
     ) -> Result<TokenResponse, AuthError> {
         let attempt = match self.login_throttle() {
-            Some(throttle) => Some(throttle.check(&grant.username, client)?),
+            Some(throttle) => Some(throttle.check(&grant.username, client).await?),
             None => None,
         };
         let started = tokio::time::Instant::now();
@@ -90,7 +90,7 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
                     // Counted now: a client hanging up during the wait
                     // below does not escape it.
                     if let Some(attempt) = attempt {
-                        attempt.failed();
+                        attempt.failed().await;
                     }
                     // Not before the costliest recent verification would
                     // have answered: a cheaper hash must not show.
@@ -101,7 +101,7 @@ impl<U: AuthUser, X: ExtraClaims> Authenticator<U, X> {
             }
         };
         if let Some(attempt) = attempt {
-            attempt.succeeded();
+            attempt.succeeded().await;
         }
         tracing::info!(sub = ?user.subject(), outcome = "token_issued", "login succeeded");
         if self.rehashes_on_login()

@@ -6,6 +6,8 @@
 //! their own; every update that reads and writes is one atomic step in
 //! Redis (a Lua script), so two instances racing behave as one would.
 
+mod counters;
+
 use std::fmt;
 use std::sync::Arc;
 

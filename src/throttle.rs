@@ -71,11 +71,45 @@
 //! entry they keep touching. Logins in flight are counted in a map of their
 //! own, as large as the number of logins in flight.
 //!
-//! # Shared state
+//! # Shared by an app's instances
 //!
-//! The state sits behind one small type with three operations (check a
-//! login's keys, record a failure, reset a pair), so that it can move to a
-//! store shared by many instances of an app.
+//! Behind a load balancer, a throttle in each instance's memory would let
+//! a guesser spread their guesses over the instances (and start afresh on
+//! whichever one the next request lands on). With
+//! [`LoginThrottleBuilder::shared`] the three budgets are kept in a store
+//! of [`SharedCounters`] (`tower_auth::redis::RedisStore`, feature
+//! `redis`): the same GCRA, atomic in the store, so a failure on any
+//! instance counts on all of them. What changes:
+//!
+//! - **The keys hold no username or address.** Each budget's key is
+//!   `throttle:` and the BLAKE2b-256 hash of the budget's kind, the
+//!   lowercased username and the client key, salted with the store's
+//!   namespace (its Redis key prefix), in base64url: someone reading
+//!   Redis sees which keys are busy, not whose. It is a pseudonym, not
+//!   encryption: whoever has the data and the prefix can still test
+//!   guesses (a list of usernames, the IPv4 space) against it.
+//! - **Each login costs round trips**: a dry run per budget before the
+//!   password work, a charge per budget after a failure, a delete after a
+//!   success.
+//! - **A failing store fails closed**: the login is refused with
+//!   [`LoginThrottled`] whose [`store_unavailable`](LoginThrottled::store_unavailable)
+//!   is true, rendered 503 `temporarily_unavailable` with `Retry-After: 1`
+//!   (reason code `throttle_store_unavailable`), before any user lookup or
+//!   argon2 work, known and unknown usernames alike. Letting logins through
+//!   unthrottled while the store is away would open the door to a guesser
+//!   who can make it look away. A failure that cannot be recorded after
+//!   the password check is logged; that login is refused all the same.
+//! - **Logins in flight stay per instance** (decision): they are counted in
+//!   this process, as before, and checked against the shared budgets (a
+//!   dry run of `in flight here + 1` failures). Sharing them would cost a
+//!   write and a release per login, and leave a count behind when an
+//!   instance dies mid-login. The bound this leaves: a client racing
+//!   concurrent logins at `k` instances at once can have up to `k` times
+//!   its remaining budget in flight before the first failure is counted
+//!   (each of those then counts, and the argon2 queue of each instance
+//!   caps them too).
+//! - The memory bound ([memory](self#memory)) no longer applies: the keys
+//!   live in the store, each expiring when its budget is full again.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -86,6 +120,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use base64ct::{Base64UrlUnpadded, Encoding};
+use blake2::Blake2b;
+use blake2::digest::Digest;
+use blake2::digest::consts::U32;
 use governor::clock::{Clock, DefaultClock};
 use governor::nanos::Nanos;
 use governor::state::StateStore;
@@ -93,6 +131,7 @@ use governor::{Quota, RateLimiter};
 use http::request::Parts;
 
 use crate::config::ConfigError;
+use crate::counters::{Charge, DynSharedCounters, Gcra, GcraOutcome, SharedCounters, StoreError};
 
 /// A login refused by the [`LoginThrottle`]: too many failed logins for its
 /// username, its client, or the two together. Rendered as 429
@@ -102,13 +141,38 @@ use crate::config::ConfigError;
 #[error("too many failed logins")]
 pub struct LoginThrottled {
     retry_after: Duration,
+    store_failed: bool,
 }
 
 impl LoginThrottled {
+    fn throttled(retry_after: Duration) -> Self {
+        LoginThrottled {
+            retry_after,
+            store_failed: false,
+        }
+    }
+
     /// How long until the login would be checked again (sent as
     /// `Retry-After`, in whole seconds rounded up).
     pub fn retry_after(&self) -> Duration {
         self.retry_after
+    }
+
+    /// Whether the login was refused because a [shared](self#shared-by-an-apps-instances)
+    /// throttle's store failed (fail closed), not because a budget is
+    /// spent: rendered 503 `temporarily_unavailable` instead of 429.
+    pub fn store_unavailable(&self) -> bool {
+        self.store_failed
+    }
+
+    /// A stable code for logs and metrics: `login_throttled`, or
+    /// `throttle_store_unavailable`.
+    pub fn reason_code(&self) -> &'static str {
+        if self.store_failed {
+            "throttle_store_unavailable"
+        } else {
+            "login_throttled"
+        }
     }
 }
 
@@ -164,6 +228,13 @@ impl Budget {
         }
     }
 
+    fn gcra(self) -> Result<Gcra, ConfigError> {
+        self.quota()?;
+        Gcra::per_period(self.max, self.period).ok_or(ConfigError::Limit(
+            "a login throttle budget must allow at least one failure",
+        ))
+    }
+
     fn quota(self) -> Result<Quota, ConfigError> {
         let burst = NonZeroU32::new(self.max).ok_or(ConfigError::Limit(
             "a login throttle budget must allow at least one failure",
@@ -191,9 +262,29 @@ pub struct LoginThrottleBuilder {
     per_client: Budget,
     max_memory: u64,
     client_key: Option<Arc<ClientKeyFn>>,
+    shared: Option<Arc<dyn DynSharedCounters>>,
 }
 
 impl LoginThrottleBuilder {
+    /// Keeps the budgets in `store`, shared by every instance of the app
+    /// (each must be built with the same budgets): see
+    /// [shared by an app's instances](self#shared-by-an-apps-instances).
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "redis")]
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tower_auth::redis::RedisStore;
+    /// use tower_auth::throttle::LoginThrottle;
+    ///
+    /// let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
+    /// let throttle = LoginThrottle::builder().shared(store).build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn shared(mut self, store: impl SharedCounters) -> Self {
+        self.shared = Some(Arc::new(store));
+        self
+    }
+
     /// Failed logins allowed per (username, client) per `period`. Default:
     /// 5 per 15 minutes.
     pub fn per_username_and_client(mut self, max: u32, period: Duration) -> Self {
@@ -258,6 +349,15 @@ impl LoginThrottleBuilder {
                 "the login throttle's memory bound is too small",
             ));
         }
+        let shared = match self.shared {
+            Some(store) => Some(SharedBudgets {
+                store,
+                per_pair: self.per_pair.gcra()?,
+                per_username: self.per_username.gcra()?,
+                per_client: self.per_client.gcra()?,
+            }),
+            None => None,
+        };
         let table = FailureTable::new(self.max_memory);
         let failures = FailedLogins {
             per_pair: limiter(self.per_pair.quota()?, &table),
@@ -265,6 +365,7 @@ impl LoginThrottleBuilder {
             per_client: limiter(self.per_client.quota()?, &table),
             table,
             in_flight: Mutex::default(),
+            shared,
         };
         Ok(LoginThrottle {
             inner: Arc::new(ThrottleInner {
@@ -290,11 +391,11 @@ impl LoginThrottleBuilder {
 ///
 /// # async fn handler() -> Result<(), tower_auth::throttle::LoginThrottled> {
 /// let throttle = LoginThrottle::new();
-/// let attempt = throttle.check("johndoe", Some("192.0.2.7"))?; // 429 when Err
+/// let attempt = throttle.check("johndoe", Some("192.0.2.7")).await?; // 429 when Err
 /// if check_password().await {
-///     attempt.succeeded();
+///     attempt.succeeded().await;
 /// } else {
-///     attempt.failed();
+///     attempt.failed().await;
 /// }
 /// # Ok(()) }
 /// ```
@@ -319,6 +420,7 @@ impl fmt::Debug for LoginThrottle {
             .field("per_username", &per_username)
             .field("per_client", &per_client)
             .field("custom_client_key", &self.inner.client_key.is_some())
+            .field("shared", &self.inner.failures.shared.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -348,6 +450,7 @@ impl LoginThrottle {
             per_client: Budget::per_15_minutes(100),
             max_memory: DEFAULT_MAX_MEMORY,
             client_key: None,
+            shared: None,
         }
     }
 
@@ -368,8 +471,10 @@ impl LoginThrottle {
     /// before any other work: [`LoginThrottled`] when one is spent (the
     /// login must be refused), else the attempt, counted as in flight until
     /// it is [`failed`](LoginAttempt::failed),
-    /// [`succeeded`](LoginAttempt::succeeded) or dropped.
-    pub fn check(
+    /// [`succeeded`](LoginAttempt::succeeded) or dropped. A local throttle
+    /// answers at once; a [shared](self#shared-by-an-apps-instances) one
+    /// after a round trip per budget.
+    pub async fn check(
         &self,
         username: &str,
         client: Option<&str>,
@@ -387,11 +492,27 @@ impl LoginThrottle {
             );
         }
         let keys = AttemptKeys::new(username, client);
-        self.inner.failures.check(&keys)?;
-        Ok(LoginAttempt {
+        let failures = &self.inner.failures;
+        let Some(shared) = &failures.shared else {
+            failures.check(&keys)?;
+            return Ok(LoginAttempt {
+                throttle: Arc::clone(&self.inner),
+                keys: Some(keys),
+            });
+        };
+        // Counted in flight first, so concurrent checks on this instance see
+        // each other; the attempt gives it back when dropped, so a check
+        // that is refused, fails or is cancelled (the client hung up) while
+        // it waits on the store leaves nothing behind.
+        let pending = failures.reserve(shared, &keys);
+        let attempt = LoginAttempt {
             throttle: Arc::clone(&self.inner),
             keys: Some(keys),
-        })
+        };
+        if let Some(keys) = &attempt.keys {
+            shared.check(keys, pending).await?;
+        }
+        Ok(attempt)
     }
 
     /// How many keys (pairs, usernames, clients) the failure table holds.
@@ -424,7 +545,13 @@ impl fmt::Debug for LoginAttempt {
 
 impl LoginAttempt {
     /// The login was refused (`invalid_grant`): one failure for each budget.
-    pub fn failed(mut self) {
+    /// Await it before answering, so a client hanging up cannot escape it.
+    pub async fn failed(mut self) {
+        // The keys stay in the attempt while the store is written: if this
+        // is cancelled meanwhile, dropping the attempt ends it in flight.
+        if let (Some(shared), Some(keys)) = (&self.throttle.failures.shared, &self.keys) {
+            shared.record(keys).await;
+        }
         if let Some(keys) = self.keys.take() {
             self.throttle.failures.record(&keys);
         }
@@ -432,7 +559,10 @@ impl LoginAttempt {
 
     /// The password was right: the (username, client) pair gets its whole
     /// budget back.
-    pub fn succeeded(mut self) {
+    pub async fn succeeded(mut self) {
+        if let (Some(shared), Some(keys)) = (&self.throttle.failures.shared, &self.keys) {
+            shared.reset(keys).await;
+        }
         if let Some(keys) = self.keys.take() {
             self.throttle.failures.reset(&keys);
         }
@@ -512,6 +642,9 @@ struct FailedLogins {
     /// record, so a check sees the failures and the logins in flight of
     /// one moment.
     in_flight: Mutex<HashMap<ThrottleKey, u32>>,
+    /// The budgets in a shared store, instead of the limiters (the logins
+    /// in flight stay in this process).
+    shared: Option<SharedBudgets>,
 }
 
 impl FailedLogins {
@@ -548,7 +681,7 @@ impl FailedLogins {
             refused = Some(refused.map_or(wait, |other| other.max(wait)));
         }
         if let Some(retry_after) = refused {
-            return Err(LoginThrottled { retry_after });
+            return Err(LoginThrottled::throttled(retry_after));
         }
         for (_, key) in self.budgets(keys) {
             *in_flight.entry(key.clone()).or_insert(0) += 1;
@@ -556,13 +689,30 @@ impl FailedLogins {
         Ok(())
     }
 
-    /// Spends one failure of every budget `keys` fall under.
+    /// Counts a shared login in flight under each of its keys; how many
+    /// were in flight before it, per budget.
+    fn reserve(&self, shared: &SharedBudgets, keys: &AttemptKeys) -> Vec<u32> {
+        let mut in_flight = lock(&self.in_flight);
+        shared
+            .budgets(keys)
+            .map(|(_, key)| {
+                let count = in_flight.entry(key.clone()).or_insert(0);
+                *count += 1;
+                *count - 1
+            })
+            .collect()
+    }
+
+    /// Spends one failure of every budget `keys` fall under (the shared
+    /// budgets are charged by [`SharedBudgets::record`] first).
     fn record(&self, keys: &AttemptKeys) {
         let mut in_flight = lock(&self.in_flight);
-        for (limiter, key) in self.budgets(keys) {
-            // Refused only when concurrent failures spent the budget first:
-            // it is spent either way.
-            let _ = limiter.check_key(&Probe::spend(key));
+        if self.shared.is_none() {
+            for (limiter, key) in self.budgets(keys) {
+                // Refused only when concurrent failures spent the budget
+                // first: it is spent either way.
+                let _ = limiter.check_key(&Probe::spend(key));
+            }
         }
         self.leave(&mut in_flight, keys);
     }
@@ -590,6 +740,131 @@ impl FailedLogins {
                     in_flight.remove(key);
                 }
             }
+        }
+    }
+}
+
+/// Logs a shared throttle's store failure and refuses the login.
+fn store_failed(error: &StoreError) -> LoginThrottled {
+    tracing::error!(
+        error = %error.0,
+        outcome = "throttle_store_unavailable",
+        "login throttle: the shared store failed; refusing the login (fail closed)"
+    );
+    LoginThrottled {
+        retry_after: Duration::from_secs(1),
+        store_failed: true,
+    }
+}
+
+/// The three budgets in a shared store.
+struct SharedBudgets {
+    store: Arc<dyn DynSharedCounters>,
+    per_pair: Gcra,
+    per_username: Gcra,
+    per_client: Gcra,
+}
+
+impl SharedBudgets {
+    /// Whether the logins in flight here (`pending`, per budget) and one
+    /// more failure would fit every budget: a dry run, nothing is spent.
+    async fn check(&self, keys: &AttemptKeys, pending: Vec<u32>) -> Result<(), LoginThrottled> {
+        let mut refused: Option<Duration> = None;
+        for ((rate, key), pending) in self.budgets(keys).zip(pending) {
+            let n = NonZeroU32::new(pending.saturating_add(1)).unwrap_or(NonZeroU32::MIN);
+            let wait = match self
+                .store
+                .charge(&self.key(key), rate, n, Charge::DryRun)
+                .await
+            {
+                Ok(GcraOutcome::Allowed) => continue,
+                Ok(GcraOutcome::Wait(wait)) => wait,
+                // More logins in flight than the whole budget: one of them
+                // will have finished within a second.
+                Ok(GcraOutcome::TooLarge) => Duration::from_secs(1),
+                Err(error) => return Err(store_failed(&error)),
+            };
+            refused = Some(refused.map_or(wait, |other| other.max(wait)));
+        }
+        match refused {
+            Some(retry_after) => Err(LoginThrottled::throttled(retry_after)),
+            None => Ok(()),
+        }
+    }
+
+    /// The rate and key of each budget that applies to `keys`.
+    fn budgets<'a>(
+        &'a self,
+        keys: &'a AttemptKeys,
+    ) -> impl Iterator<Item = (Gcra, &'a ThrottleKey)> {
+        let client = keys
+            .client
+            .iter()
+            .flat_map(|(pair, client)| [(self.per_pair, pair), (self.per_client, client)]);
+        std::iter::once((self.per_username, &keys.username)).chain(client)
+    }
+
+    /// The store's key for `key`: `throttle:` and a salted BLAKE2b-256 hash
+    /// of it, so that the store never holds a username or an address.
+    fn key(&self, key: &ThrottleKey) -> String {
+        let mut hash = Blake2b::<U32>::new();
+        // Every part is length-prefixed: no two keys hash the same input.
+        let mut part = |bytes: &[u8]| {
+            hash.update((bytes.len() as u64).to_le_bytes());
+            hash.update(bytes);
+        };
+        part(b"tower-auth login throttle v1");
+        part(self.store.namespace().as_bytes());
+        match key {
+            ThrottleKey::Pair { username, client } => {
+                part(b"pair");
+                part(username.as_bytes());
+                part(client.as_bytes());
+            }
+            ThrottleKey::Username(username) => {
+                part(b"username");
+                part(username.as_bytes());
+            }
+            ThrottleKey::Client(client) => {
+                part(b"client");
+                part(client.as_bytes());
+            }
+        }
+        format!(
+            "throttle:{}",
+            Base64UrlUnpadded::encode_string(&hash.finalize())
+        )
+    }
+
+    /// Spends one failure of every budget (a budget spent meanwhile by
+    /// concurrent failures stays spent); a store failure is logged.
+    async fn record(&self, keys: &AttemptKeys) {
+        for (rate, key) in self.budgets(keys) {
+            let key = self.key(key);
+            if let Err(error) = self
+                .store
+                .charge(&key, rate, NonZeroU32::MIN, Charge::Spend)
+                .await
+            {
+                tracing::error!(
+                    error = %error.0,
+                    outcome = "throttle_store_unavailable",
+                    "login throttle: a failed login could not be counted in the shared store"
+                );
+                return;
+            }
+        }
+    }
+
+    /// Gives the (username, client) pair its whole budget back.
+    async fn reset(&self, keys: &AttemptKeys) {
+        if let Some((pair, _)) = &keys.client
+            && let Err(error) = self.store.forget(&self.key(pair)).await
+        {
+            tracing::warn!(
+                error = %error.0,
+                "login throttle: a successful login could not reset its budget in the shared store"
+            );
         }
     }
 }
@@ -688,74 +963,124 @@ mod tests {
             .unwrap()
     }
 
-    #[test]
-    fn failures_spend_the_pair_budget_and_a_success_gives_it_back() {
+    #[tokio::test]
+    async fn failures_spend_the_pair_budget_and_a_success_gives_it_back() {
         let throttle = small(3);
         for _ in 0..3 {
-            throttle.check("johndoe", Some("a")).unwrap().failed();
+            throttle
+                .check("johndoe", Some("a"))
+                .await
+                .unwrap()
+                .failed()
+                .await;
         }
-        let refused = throttle.check("johndoe", Some("a")).unwrap_err();
+        let refused = throttle.check("johndoe", Some("a")).await.unwrap_err();
         assert!(refused.retry_after() > Duration::ZERO);
         assert!(refused.retry_after() <= Duration::from_secs(20));
         // Another client, another pair; case variants are the same name.
-        throttle.check("JohnDoe", Some("b")).unwrap().succeeded();
-        assert!(throttle.check("JOHNDOE", Some("a")).is_err());
+        throttle
+            .check("JohnDoe", Some("b"))
+            .await
+            .unwrap()
+            .succeeded()
+            .await;
+        assert!(throttle.check("JOHNDOE", Some("a")).await.is_err());
 
         let throttle = small(3);
         for _ in 0..2 {
-            throttle.check("johndoe", Some("a")).unwrap().failed();
+            throttle
+                .check("johndoe", Some("a"))
+                .await
+                .unwrap()
+                .failed()
+                .await;
         }
-        throttle.check("johndoe", Some("a")).unwrap().succeeded();
+        throttle
+            .check("johndoe", Some("a"))
+            .await
+            .unwrap()
+            .succeeded()
+            .await;
         for _ in 0..3 {
-            throttle.check("johndoe", Some("a")).unwrap().failed();
+            throttle
+                .check("johndoe", Some("a"))
+                .await
+                .unwrap()
+                .failed()
+                .await;
         }
-        assert!(throttle.check("johndoe", Some("a")).is_err());
+        assert!(throttle.check("johndoe", Some("a")).await.is_err());
     }
 
-    #[test]
-    fn logins_in_flight_count_and_dropped_ones_count_nothing() {
+    #[tokio::test]
+    async fn logins_in_flight_count_and_dropped_ones_count_nothing() {
         let throttle = small(2);
-        let first = throttle.check("johndoe", Some("a")).unwrap();
-        let second = throttle.check("johndoe", Some("a")).unwrap();
+        let first = throttle.check("johndoe", Some("a")).await.unwrap();
+        let second = throttle.check("johndoe", Some("a")).await.unwrap();
         assert!(
-            throttle.check("johndoe", Some("a")).is_err(),
+            throttle.check("johndoe", Some("a")).await.is_err(),
             "raced past the budget"
         );
         drop(first);
         drop(second);
-        throttle.check("johndoe", Some("a")).unwrap().failed();
-        throttle.check("johndoe", Some("a")).unwrap().failed();
-        assert!(throttle.check("johndoe", Some("a")).is_err());
+        throttle
+            .check("johndoe", Some("a"))
+            .await
+            .unwrap()
+            .failed()
+            .await;
+        throttle
+            .check("johndoe", Some("a"))
+            .await
+            .unwrap()
+            .failed()
+            .await;
+        assert!(throttle.check("johndoe", Some("a")).await.is_err());
     }
 
-    #[test]
-    fn the_username_and_client_budgets_span_pairs() {
+    #[tokio::test]
+    async fn the_username_and_client_budgets_span_pairs() {
         let throttle = small(2);
         // Per username: 4 failures from 2 clients.
         for client in ["a", "b"] {
             for _ in 0..2 {
-                throttle.check("johndoe", Some(client)).unwrap().failed();
+                throttle
+                    .check("johndoe", Some(client))
+                    .await
+                    .unwrap()
+                    .failed()
+                    .await;
             }
         }
-        assert!(throttle.check("johndoe", Some("c")).is_err());
+        assert!(throttle.check("johndoe", Some("c")).await.is_err());
         // Per client: 6 failures over 3 usernames.
         for username in ["u1", "u2", "u3"] {
             for _ in 0..2 {
-                throttle.check(username, Some("z")).unwrap().failed();
+                throttle
+                    .check(username, Some("z"))
+                    .await
+                    .unwrap()
+                    .failed()
+                    .await;
             }
         }
-        assert!(throttle.check("u4", Some("z")).is_err());
-        assert!(throttle.check("u4", Some("y")).is_ok());
+        assert!(throttle.check("u4", Some("z")).await.is_err());
+        assert!(throttle.check("u4", Some("y")).await.is_ok());
         // Without a client, the username budget alone.
         let throttle = small(2);
         for _ in 0..4 {
-            throttle.check("johndoe", None).unwrap().failed();
+            throttle
+                .check("johndoe", None)
+                .await
+                .unwrap()
+                .failed()
+                .await;
         }
-        assert!(throttle.check("johndoe", None).is_err());
+        assert!(throttle.check("johndoe", None).await.is_err());
     }
 
-    #[test]
-    fn a_flood_of_usernames_stays_within_the_memory_bound() {
+    #[tokio::test]
+    async fn a_flood_of_usernames_stays_within_the_memory_bound() {
         let throttle = LoginThrottle::builder()
             .max_memory(64 * 1024)
             .per_client(u32::MAX, Duration::from_secs(3600))
@@ -763,13 +1088,16 @@ mod tests {
             .unwrap();
         // A guess at one account, touched again and again, among the flood.
         for i in 0..20_000 {
-            if let Ok(attempt) = throttle.check(&format!("random-{i}"), Some("attacker")) {
-                attempt.failed();
+            if let Ok(attempt) = throttle
+                .check(&format!("random-{i}"), Some("attacker"))
+                .await
+            {
+                attempt.failed().await;
             }
             if i % 100 == 0
-                && let Ok(attempt) = throttle.check("victim", Some("guesser"))
+                && let Ok(attempt) = throttle.check("victim", Some("guesser")).await
             {
-                attempt.failed();
+                attempt.failed().await;
             }
         }
         assert!(
@@ -783,7 +1111,119 @@ mod tests {
             throttle.tracked_keys()
         );
         // The account under attack is still remembered.
-        assert!(throttle.check("victim", Some("guesser")).is_err());
+        assert!(throttle.check("victim", Some("guesser")).await.is_err());
+    }
+
+    /// A shared store that answers like an empty GCRA (allowed unless more
+    /// than the burst) or, while `hang` is set, never answers.
+    #[derive(Default)]
+    struct Hanging {
+        hang: std::sync::atomic::AtomicBool,
+    }
+
+    impl SharedCounters for Arc<Hanging> {
+        async fn charge(
+            &self,
+            _key: &str,
+            rate: Gcra,
+            n: NonZeroU32,
+            _charge: Charge,
+        ) -> Result<GcraOutcome, StoreError> {
+            if self.hang.load(Ordering::Relaxed) {
+                std::future::pending::<()>().await;
+            }
+            Ok(if n > rate.burst {
+                GcraOutcome::TooLarge
+            } else {
+                GcraOutcome::Allowed
+            })
+        }
+
+        async fn forget(&self, _key: &str) -> Result<(), StoreError> {
+            if self.hang.load(Ordering::Relaxed) {
+                std::future::pending::<()>().await;
+            }
+            Ok(())
+        }
+
+        async fn acquire_lease(
+            &self,
+            _: &str,
+            _: &str,
+            _: u32,
+            _: Duration,
+        ) -> Result<bool, StoreError> {
+            Ok(true)
+        }
+
+        async fn renew_lease(
+            &self,
+            _: &str,
+            _: &str,
+            _: u32,
+            _: Duration,
+        ) -> Result<bool, StoreError> {
+            Ok(true)
+        }
+
+        async fn release_lease(&self, _: &str, _: &str) -> Result<(), StoreError> {
+            Ok(())
+        }
+
+        fn namespace(&self) -> &str {
+            "test"
+        }
+    }
+
+    #[tokio::test]
+    async fn a_shared_login_cancelled_while_it_waits_on_the_store_leaves_nothing_in_flight() {
+        let store = Arc::new(Hanging::default());
+        let throttle = LoginThrottle::builder()
+            .per_username_and_client(3, Duration::from_secs(60))
+            .shared(Arc::clone(&store))
+            .build()
+            .unwrap();
+        let cancel = Duration::from_millis(5);
+        // Checks cancelled (the client hung up) while the store is asked.
+        store.hang.store(true, Ordering::Relaxed);
+        for _ in 0..10 {
+            let check = throttle.check("johndoe", Some("a"));
+            assert!(tokio::time::timeout(cancel, check).await.is_err());
+        }
+        // Failures and successes cancelled while they are written.
+        for _ in 0..10 {
+            store.hang.store(false, Ordering::Relaxed);
+            let attempt = throttle.check("johndoe", Some("a")).await.unwrap();
+            store.hang.store(true, Ordering::Relaxed);
+            assert!(
+                tokio::time::timeout(cancel, attempt.failed())
+                    .await
+                    .is_err()
+            );
+            store.hang.store(false, Ordering::Relaxed);
+            let attempt = throttle.check("johndoe", Some("a")).await.unwrap();
+            store.hang.store(true, Ordering::Relaxed);
+            assert!(
+                tokio::time::timeout(cancel, attempt.succeeded())
+                    .await
+                    .is_err()
+            );
+        }
+        // None of them is still counted in flight: three logins fit the
+        // budget of three at once, and a fourth does not.
+        store.hang.store(false, Ordering::Relaxed);
+        let mut attempts = Vec::new();
+        for _ in 0..3 {
+            attempts.push(throttle.check("johndoe", Some("a")).await.unwrap());
+        }
+        assert!(throttle.check("johndoe", Some("a")).await.is_err());
+        assert!(
+            lock(&throttle.inner.failures.in_flight)
+                .values()
+                .all(|n| *n == 3)
+        );
+        drop(attempts);
+        assert!(lock(&throttle.inner.failures.in_flight).is_empty());
     }
 
     #[test]

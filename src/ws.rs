@@ -74,6 +74,10 @@
 //!    upgrade), and the server's connections and header read time (see the
 //!    README's deployment section).
 //!
+//! An app running as several instances makes the budget and the cap
+//! [shared](crate::limit#local-or-shared), so that a user's sockets on
+//! every instance draw from one budget and count against one cap.
+//!
 //! ```no_run
 //! use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 //! use axum::response::Response;
@@ -109,7 +113,7 @@
 //!             Message::Binary(data) | Message::Ping(data) | Message::Pong(data) => data.len(),
 //!             Message::Close(_) => break None,
 //!         };
-//!         if let Err(spent) = bytes.check_n(&sub, MESSAGE_COST + size) {
+//!         if let Err(spent) = bytes.check_n(&sub, MESSAGE_COST + size).await {
 //!             break Some(CloseReason::for_budget(spent));
 //!         }
 //!         // ... handle the message ...
@@ -175,6 +179,10 @@ pub enum CloseReason {
     /// [`TRY_AGAIN_LATER`] (1013): the client did not read what was sent to
     /// it fast enough, and the server stopped queueing for it.
     FellBehind,
+    /// [`TRY_AGAIN_LATER`] (1013): a shared limit's store failed, so the
+    /// message could not be counted and the socket is closed (fail closed;
+    /// see [`LimitExceeded::StoreUnavailable`]). Reconnecting later helps.
+    StoreUnavailable,
 }
 
 impl CloseReason {
@@ -184,7 +192,7 @@ impl CloseReason {
             Self::TokenExpired | Self::TokenRevoked => TOKEN_EXPIRED,
             Self::RateLimited | Self::Forbidden | Self::ByteBudgetSpent => POLICY_VIOLATION,
             Self::MessageTooBig => MESSAGE_TOO_BIG,
-            Self::FellBehind => TRY_AGAIN_LATER,
+            Self::FellBehind | Self::StoreUnavailable => TRY_AGAIN_LATER,
         }
     }
 
@@ -192,22 +200,27 @@ impl CloseReason {
     /// ([`RateLimit::check_n`](crate::limit::RateLimit::check_n)): a
     /// message larger than the whole budget is
     /// [`MessageTooBig`](Self::MessageTooBig) (1009), any other refusal
-    /// [`ByteBudgetSpent`](Self::ByteBudgetSpent) (1008).
+    /// [`ByteBudgetSpent`](Self::ByteBudgetSpent) (1008), except a shared
+    /// budget whose store failed: [`StoreUnavailable`](Self::StoreUnavailable)
+    /// (1013).
     ///
     /// ```
     /// use tower_auth::limit::RateLimit;
     /// use tower_auth::ws::CloseReason;
     ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let bytes = RateLimit::per_minute(1000).unwrap();
-    /// let huge = bytes.check_n("alice", 5000).unwrap_err();
+    /// let huge = bytes.check_n("alice", 5000).await.unwrap_err();
     /// assert_eq!(CloseReason::for_budget(huge).code(), 1009);
-    /// bytes.check_n("alice", 1000).unwrap();
-    /// let spent = bytes.check_n("alice", 1).unwrap_err();
+    /// bytes.check_n("alice", 1000).await.unwrap();
+    /// let spent = bytes.check_n("alice", 1).await.unwrap_err();
     /// assert_eq!(CloseReason::for_budget(spent).code(), 1008);
+    /// # }
     /// ```
     pub fn for_budget(refusal: LimitExceeded) -> CloseReason {
         match refusal {
             LimitExceeded::TooLarge { .. } => Self::MessageTooBig,
+            LimitExceeded::StoreUnavailable => Self::StoreUnavailable,
             LimitExceeded::Rate { .. } | LimitExceeded::Connections => Self::ByteBudgetSpent,
         }
     }
@@ -247,6 +260,7 @@ impl CloseReason {
             Self::ByteBudgetSpent => "byte budget spent",
             Self::MessageTooBig => "message too big",
             Self::FellBehind => "fell behind; reconnect",
+            Self::StoreUnavailable => "limits unavailable; try again later",
         }
     }
 }

@@ -85,6 +85,8 @@ impl ExampleServer {
         command
             .env("BIND_ADDR", "127.0.0.1:0")
             .env_remove("RUST_LOG")
+            // Memory limits unless a test shares them on purpose.
+            .env_remove("REDIS_URL")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
