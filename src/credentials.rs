@@ -1001,7 +1001,12 @@ mod tests {
         assert!(SessionCookie::new("rt").path("/token").validate().is_ok());
         assert!(SessionCookie::new("rt").path("token").validate().is_err());
         assert!(SessionCookie::new("rt").path("/a;b").validate().is_err());
-        assert!(SessionCookie::new("__Host-rt").path("/token").validate().is_err());
+        assert!(
+            SessionCookie::new("__Host-rt")
+                .path("/token")
+                .validate()
+                .is_err()
+        );
     }
 
     #[test]

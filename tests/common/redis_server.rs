@@ -38,7 +38,9 @@ async fn ping(url: &str) -> Result<(), redis::RedisError> {
     )
     .await
     .map_err(|_| redis::RedisError::from(std::io::Error::other("connect timed out")))??;
-    redis::cmd("PING").query_async::<String>(&mut connection).await?;
+    redis::cmd("PING")
+        .query_async::<String>(&mut connection)
+        .await?;
     Ok(())
 }
 
