@@ -34,6 +34,13 @@
 //!   whole header within this time is disconnected (default 10).
 //! - `MAX_CONNECTIONS`: open connections at most; more wait to be accepted
 //!   (default 1024).
+//! - `REDIS_URL`: run as one of several instances sharing sessions through
+//!   the Redis at this URL (`redis://127.0.0.1:6379`): refresh-token
+//!   families and revoked sessions live there, so a logout on one instance
+//!   is refused on all (needs `--features redis`:
+//!   `cargo run --features redis --example password_flow`). Unset: in this
+//!   process's memory. Give every instance the same `JWT_SECRET`.
+//! - `REDIS_PREFIX`: the key prefix on that Redis (default `tower-auth`).
 //! - `RUST_LOG`: log filter (default `info`).
 //!
 //! It serves with hyper's connection builder (`examples/support/serve.rs`)
@@ -84,8 +91,8 @@ use tower_auth::axum::{Scoped, logout, token_endpoint};
 use tower_auth::scope::DefaultScopes;
 use tower_auth::session::RefreshTokens;
 use tower_auth::{
-    Algorithm, AuthLayer, AuthUser, Authenticated, Authenticator, Key, MemoryUserStore,
-    PasswordHasher, Scopes, SlidingExpiry, TokenCodec,
+    Algorithm, AuthLayer, AuthUser, Authenticated, Authenticator, AuthenticatorBuilder, Key,
+    MemoryUserStore, PasswordHasher, Scopes, SlidingExpiry, TokenCodec,
 };
 use tower_http::cors::CorsLayer;
 use tracing_subscriber::EnvFilter;
@@ -355,6 +362,50 @@ fn refresh_grace() -> Result<Duration, Box<dyn Error>> {
     }
 }
 
+/// `REDIS_URL` set: the builder with a `RedisStore` as its shared store;
+/// unset: as it is (in memory). The URL may hold a password: never logged.
+#[cfg(feature = "redis")]
+async fn shared_store(
+    auth: AuthenticatorBuilder<User>,
+) -> Result<AuthenticatorBuilder<User>, Box<dyn Error>> {
+    let Some(url) = redis_url()? else {
+        tracing::info!(store = %"memory", "sessions kept in this process (set REDIS_URL to share them)");
+        return Ok(auth);
+    };
+    let prefix = std::env::var("REDIS_PREFIX").unwrap_or_else(|_| "tower-auth".to_owned());
+    let store = tower_auth::redis::RedisStore::builder(url)
+        .prefix(prefix)
+        .connect()
+        .await
+        .map_err(|err| format!("cannot connect to REDIS_URL: {err}"))?;
+    tracing::info!(store = %"redis", "sessions shared through Redis (REDIS_URL)");
+    Ok(auth.shared_store(store))
+}
+
+/// Without the `redis` feature, `REDIS_URL` cannot be honoured: say how to
+/// get it rather than run as a lone instance by surprise.
+#[cfg(not(feature = "redis"))]
+async fn shared_store(
+    auth: AuthenticatorBuilder<User>,
+) -> Result<AuthenticatorBuilder<User>, Box<dyn Error>> {
+    if redis_url()?.is_some() {
+        return Err("REDIS_URL is set, but this build has no Redis support: \
+                    run `cargo run --features redis --example password_flow`"
+            .into());
+    }
+    tracing::info!(store = %"memory", "sessions kept in this process");
+    Ok(auth)
+}
+
+/// `REDIS_URL`, if set (and not empty).
+fn redis_url() -> Result<Option<String>, Box<dyn Error>> {
+    match std::env::var("REDIS_URL") {
+        Ok(url) if !url.is_empty() => Ok(Some(url)),
+        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err("REDIS_URL is not valid UTF-8".into()),
+    }
+}
+
 async fn run() -> Result<(), Box<dyn Error>> {
     let lifetime = token_lifetime()?;
     let key = signing_key()?;
@@ -373,10 +424,11 @@ async fn run() -> Result<(), Box<dyn Error>> {
         // Renewal past half-life, the default: for 30-minute tokens, in
         // their last 15 minutes.
         .sliding_expiry(SlidingExpiry::new(ABSOLUTE_LIFETIME))
-        // A login also returns a refresh token (families kept in memory:
-        // one instance).
-        .refresh_tokens(RefreshTokens::new().grace(refresh_grace()?))
-        .build()?;
+        // A login also returns a refresh token.
+        .refresh_tokens(RefreshTokens::new().grace(refresh_grace()?));
+    // Families and revoked sessions: on Redis with REDIS_URL (several
+    // instances), in memory without (one instance).
+    let auth = shared_store(auth).await?.build()?;
     let cors = cors(&auth)?;
     let limits = serve::ServerLimits::from_env()?;
 
