@@ -104,6 +104,7 @@ fn bench(c: &mut Criterion) {
             ("auth_cached", "no_auth"),
             ("auth_uncached", "no_auth"),
             ("auth_redis", "no_auth"),
+            ("auth_redis", "auth_cached"),
         ],
     );
     #[cfg(feature = "redis")]

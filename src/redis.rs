@@ -26,7 +26,8 @@
 //! password or ACL). Nothing in this module logs a key, a token, a hash or
 //! the Redis URL.
 //!
-//! A rotation reads the family, decides with [`Family::rotate`] in Rust
+//! A rotation reads the family, decides with
+//! [`Family::rotate`](crate::session::Family::rotate) in Rust
 //! (the rules live in one place) and writes the result with a compare-and-set
 //! script: only if the family is still exactly what was read; otherwise it
 //! reads again (a bounded number of times). Two instances racing on one
