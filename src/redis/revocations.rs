@@ -80,7 +80,10 @@ impl Revocations {
             return Ok(SessionStatus::Revoked);
         }
         if self.age().is_some_and(|age| age <= self.max_staleness) {
-            if self.stale_logged.swap(false, Ordering::Relaxed) {
+            // A plain load first: the usual case writes nothing shared.
+            if self.stale_logged.load(Ordering::Relaxed)
+                && self.stale_logged.swap(false, Ordering::Relaxed)
+            {
                 tracing::info!("revoked sessions are fresh again");
             }
             return Ok(SessionStatus::Active);
@@ -216,13 +219,10 @@ impl Follower {
     pub(super) async fn run(mut self, mut connection: MultiplexedConnection) {
         let mut failures: u32 = 0;
         loop {
-            match self.follow(&mut connection).await {
-                Ok(()) => continue,
-                Err(error) => {
-                    if failures == 0 {
-                        tracing::warn!(%error, "lost Redis: revoked sessions not followed until it is back");
-                    }
-                }
+            if let Err(error) = self.follow(&mut connection).await {
+                tracing::warn!(%error, "lost Redis: revoked sessions not followed until it is back");
+            } else {
+                continue;
             }
             loop {
                 failures = failures.saturating_add(1);
