@@ -142,8 +142,36 @@ mod redis {
         runtime: Runtime,
     }
 
+    /// Every bench prefix of this run, deleted at its end.
+    static PREFIXES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    /// Deletes this run's keys (families expire only after days).
+    async fn delete_bench_keys(url: &str) {
+        let Ok(client) = ::redis::Client::open(url) else {
+            return;
+        };
+        let Ok(mut connection) = client.get_multiplexed_async_connection().await else {
+            return;
+        };
+        let prefixes = std::mem::take(&mut *PREFIXES.lock().unwrap());
+        for prefix in prefixes {
+            let keys: Vec<String> = ::redis::cmd("KEYS")
+                .arg(format!("{prefix}:*"))
+                .query_async(&mut connection)
+                .await
+                .unwrap_or_default();
+            for chunk in keys.chunks(500) {
+                let _: Result<(), _> = ::redis::cmd("DEL")
+                    .arg(chunk)
+                    .query_async(&mut connection)
+                    .await;
+            }
+        }
+    }
+
     fn connect(runtime: &Runtime, url: &str) -> Option<RedisStore> {
         let prefix = format!("bench-{}", uuid::Uuid::new_v4().simple());
+        PREFIXES.lock().unwrap().push(prefix.clone());
         runtime.block_on(async {
             match tokio::time::timeout(
                 Duration::from_secs(3),
@@ -257,6 +285,7 @@ mod redis {
             })
         });
         group.finish();
+        redis.runtime.block_on(delete_bench_keys(&redis.url));
         let mut latencies = latencies.lock().unwrap();
         latencies.sort_unstable();
         if !latencies.is_empty() {

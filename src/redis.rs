@@ -36,7 +36,8 @@
 //! reuse after it).
 //!
 //! The scripts compute the keys they touch from the prefix: one Redis (a
-//! primary, with replicas if you like), not Redis Cluster.
+//! primary, with replicas if you like), not Redis Cluster. Redis 7.0 or
+//! later (`EXPIRETIME`; `ZADD GT`, `SET EXAT` and `XADD MINID` are 6.2).
 //!
 //! # Revocations: a local set with a staleness bound
 //!
