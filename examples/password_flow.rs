@@ -34,9 +34,14 @@
 //!   whole header within this time is disconnected (default 10).
 //! - `MAX_CONNECTIONS`: open connections at most; more wait to be accepted
 //!   (default 1024).
-//! - `REDIS_URL` (needs `--features redis`): share the login throttle with
-//!   every other instance of the app through this Redis
-//!   (`redis://host:port/db`). Unset: it lives in this process.
+//! - `REDIS_URL`: run as one of several instances sharing state through
+//!   the Redis at this URL (`redis://127.0.0.1:6379`): refresh-token
+//!   families, revoked sessions and the login throttle live there, so a
+//!   logout on one instance is refused on all and a guess on one counts on
+//!   all (needs `--features redis`:
+//!   `cargo run --features redis --example password_flow`). Unset: in this
+//!   process's memory. Give every instance the same `JWT_SECRET`.
+//! - `REDIS_PREFIX`: the key prefix on that Redis (default `tower-auth`).
 //! - `RUST_LOG`: log filter (default `info`).
 //!
 //! It serves with hyper's connection builder (`examples/support/serve.rs`)
@@ -87,7 +92,7 @@ use tower_auth::axum::{Scoped, logout, token_endpoint};
 use tower_auth::scope::DefaultScopes;
 use tower_auth::session::RefreshTokens;
 use tower_auth::{
-    Algorithm, AuthLayer, AuthUser, Authenticated, Authenticator, Key, LoginThrottle,
+    Algorithm, AuthLayer, AuthUser, Authenticated, Authenticator, AuthenticatorBuilder, Key,
     MemoryUserStore, PasswordHasher, Scopes, SlidingExpiry, TokenCodec,
 };
 use tower_http::cors::CorsLayer;
@@ -358,29 +363,51 @@ fn refresh_grace() -> Result<Duration, Box<dyn Error>> {
     }
 }
 
-/// With `REDIS_URL` set, the login throttle (failed logins per username and
-/// client) is shared through Redis by every instance of the app, so a
-/// guess on one counts on all; unset, it lives in this process (the
-/// default throttle).
-async fn shared_login_throttle() -> Result<Option<LoginThrottle>, Box<dyn Error>> {
-    let Ok(url) = std::env::var("REDIS_URL") else {
-        return Ok(None);
+/// `REDIS_URL` set: the builder with one `RedisStore` as its shared store
+/// and behind its login throttle; unset: as it is (in memory). The URL may
+/// hold a password: never logged.
+#[cfg(feature = "redis")]
+async fn shared_state(
+    auth: AuthenticatorBuilder<User>,
+) -> Result<AuthenticatorBuilder<User>, Box<dyn Error>> {
+    let Some(url) = redis_url()? else {
+        tracing::info!(store = %"memory", "sessions and login throttle kept in this process (set REDIS_URL to share them)");
+        return Ok(auth);
     };
-    #[cfg(feature = "redis")]
-    {
-        // The URL may hold a password: it is never printed.
-        let store = tower_auth::redis::RedisStore::connect(&url)
-            .await
-            .map_err(|err| format!("cannot connect to the Redis at REDIS_URL: {err}"))?;
-        tracing::info!("login throttle shared through Redis");
-        Ok(Some(LoginThrottle::builder().shared(store).build()?))
+    let prefix = std::env::var("REDIS_PREFIX").unwrap_or_else(|_| "tower-auth".to_owned());
+    let store = tower_auth::redis::RedisStore::builder(url)
+        .prefix(prefix)
+        .connect()
+        .await
+        .map_err(|err| format!("cannot connect to REDIS_URL: {err}"))?;
+    tracing::info!(store = %"redis", "sessions and login throttle shared through Redis (REDIS_URL)");
+    let throttle = tower_auth::LoginThrottle::builder()
+        .shared(store.clone())
+        .build()?;
+    Ok(auth.shared_store(store).login_throttle(throttle))
+}
+
+/// Without the `redis` feature, `REDIS_URL` cannot be honoured: say how to
+/// get it rather than run as a lone instance by surprise.
+#[cfg(not(feature = "redis"))]
+async fn shared_state(
+    auth: AuthenticatorBuilder<User>,
+) -> Result<AuthenticatorBuilder<User>, Box<dyn Error>> {
+    if redis_url()?.is_some() {
+        return Err("REDIS_URL is set, but this build has no Redis support: \
+                    run `cargo run --features redis --example password_flow`"
+            .into());
     }
-    #[cfg(not(feature = "redis"))]
-    {
-        let _ = url;
-        Err("REDIS_URL is set, but this build has no Redis support: \
-             run it with `cargo run --example password_flow --features redis`"
-            .into())
+    tracing::info!(store = %"memory", "sessions and login throttle kept in this process");
+    Ok(auth)
+}
+
+/// `REDIS_URL`, if set (and not empty).
+fn redis_url() -> Result<Option<String>, Box<dyn Error>> {
+    match std::env::var("REDIS_URL") {
+        Ok(url) if !url.is_empty() => Ok(Some(url)),
+        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err("REDIS_URL is not valid UTF-8".into()),
     }
 }
 
@@ -402,14 +429,11 @@ async fn run() -> Result<(), Box<dyn Error>> {
         // Renewal past half-life, the default: for 30-minute tokens, in
         // their last 15 minutes.
         .sliding_expiry(SlidingExpiry::new(ABSOLUTE_LIFETIME))
-        // A login also returns a refresh token (families kept in memory:
-        // one instance).
+        // A login also returns a refresh token.
         .refresh_tokens(RefreshTokens::new().grace(refresh_grace()?));
-    let builder = match shared_login_throttle().await? {
-        Some(throttle) => builder.login_throttle(throttle),
-        None => builder,
-    };
-    let auth = builder.build()?;
+    // Families, revoked sessions and the login throttle: on Redis with
+    // REDIS_URL (several instances), in memory without (one instance).
+    let auth = shared_state(builder).await?.build()?;
     let cors = cors(&auth)?;
     let limits = serve::ServerLimits::from_env()?;
 

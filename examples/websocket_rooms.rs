@@ -86,10 +86,13 @@
 //!   without `Secure`. Without it the cookie is `Secure`, which browsers
 //!   accept over plain HTTP only from `localhost`; use it when the page is
 //!   served from another host name over HTTP.
-//! - `REDIS_URL` (needs `--features redis`): share the socket cap, the
-//!   message rate and the byte budget with every other instance of the app
-//!   through this Redis (`redis://host:port/db`), for several instances
-//!   behind a load balancer. Unset: they live in this process.
+//! - `REDIS_URL` (needs `--features redis`): share the sessions (a logout
+//!   on one instance closes the session's sockets on all), the socket cap,
+//!   the message rate and the byte budget with every other instance of the
+//!   app through this Redis (`redis://host:port/db`), for several instances
+//!   behind a load balancer. Give them the same `JWT_SECRET`. Unset: they
+//!   live in this process.
+//! - `REDIS_PREFIX`: the key prefix on that Redis (default `tower-auth`).
 //! - `SOCKET_LEASE_MS`: with `REDIS_URL`, how long a socket's slot outlives
 //!   an instance that died without closing it (default 30000; the lease is
 //!   renewed every third of it).
@@ -114,8 +117,8 @@ use tower_auth::axum::{logout, session_login, token_endpoint};
 use tower_auth::limit::{ConnectionLimit, ConnectionPermit, LimitExceeded, RateLimit};
 use tower_auth::ws::{self, CloseReason};
 use tower_auth::{
-    AuthError, Authenticated, Authenticator, Credentials, Key, MemoryUserStore, PasswordHasher,
-    Renewal, Scopes, SessionCookie, SimpleUser, TokenCodec,
+    AuthError, Authenticated, Authenticator, AuthenticatorBuilder, Credentials, Key,
+    MemoryUserStore, PasswordHasher, Renewal, Scopes, SessionCookie, SimpleUser, TokenCodec,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -507,57 +510,58 @@ fn allowed_origins(addr: SocketAddr) -> Result<Vec<String>, Box<dyn Error>> {
     Ok(origins)
 }
 
-/// The per-user socket cap, message rate and byte budget: in this process,
-/// or, with `REDIS_URL` set, shared through Redis by every instance of the
-/// app (a user's 6th socket is refused whichever instance it reaches).
-async fn limits_per_user(
-    messages_per_minute: u32,
-    bytes_per_minute: u32,
-) -> Result<(ConnectionLimit, RateLimit, RateLimit), Box<dyn Error>> {
-    let sockets = ConnectionLimit::new(MAX_SOCKETS_PER_USER)?;
-    let messages = RateLimit::per_minute(messages_per_minute)?;
-    let bytes = RateLimit::per_minute(bytes_per_minute)?;
-    let Ok(url) = std::env::var("REDIS_URL") else {
-        return Ok((sockets, messages, bytes));
-    };
-    shared_limits(&url, sockets, messages, bytes).await
-}
-
-#[cfg(feature = "redis")]
-async fn shared_limits(
-    url: &str,
+/// A user's socket cap, message rate and byte budget.
+struct UserLimits {
     sockets: ConnectionLimit,
     messages: RateLimit,
     bytes: RateLimit,
-) -> Result<(ConnectionLimit, RateLimit, RateLimit), Box<dyn Error>> {
+}
+
+/// With `REDIS_URL` set, one `RedisStore` shared by every instance of the
+/// app holds the sessions (a logout on one instance closes the session's
+/// sockets on all) and the per-user limits (a user's 6th socket is refused
+/// whichever instance it reaches); unset, both live in this process.
+#[cfg(feature = "redis")]
+async fn shared_state(
+    auth: AuthenticatorBuilder<User>,
+    limits: UserLimits,
+) -> Result<(AuthenticatorBuilder<User>, UserLimits), Box<dyn Error>> {
     use tower_auth::redis::RedisStore;
+    let Ok(url) = std::env::var("REDIS_URL") else {
+        return Ok((auth, limits));
+    };
     let lease_ms: u64 = env_or("SOCKET_LEASE_MS", "30000")?
         .parse()
         .map_err(|_| "SOCKET_LEASE_MS must be a number of milliseconds")?;
     // The URL may hold a password: it is never printed.
-    let store = RedisStore::connect(url)
+    let store = RedisStore::builder(url)
+        .prefix(env_or("REDIS_PREFIX", "tower-auth")?)
+        .connect()
         .await
         .map_err(|err| format!("cannot connect to the Redis at REDIS_URL: {err}"))?;
-    tracing::info!("per-user limits shared through Redis");
-    Ok((
-        sockets
+    tracing::info!("sessions and per-user limits shared through Redis");
+    let limits = UserLimits {
+        sockets: limits
+            .sockets
             .shared(store.clone(), "sockets")?
             .lease(Duration::from_millis(lease_ms))?,
-        messages.shared(store.clone(), "messages")?,
-        bytes.shared(store, "bytes")?,
-    ))
+        messages: limits.messages.shared(store.clone(), "messages")?,
+        bytes: limits.bytes.shared(store.clone(), "bytes")?,
+    };
+    Ok((auth.shared_store(store), limits))
 }
 
 #[cfg(not(feature = "redis"))]
-async fn shared_limits(
-    _url: &str,
-    _sockets: ConnectionLimit,
-    _messages: RateLimit,
-    _bytes: RateLimit,
-) -> Result<(ConnectionLimit, RateLimit, RateLimit), Box<dyn Error>> {
-    Err("REDIS_URL is set, but this build has no Redis support: \
-         run it with `cargo run --example websocket_rooms --features redis`"
-        .into())
+async fn shared_state(
+    auth: AuthenticatorBuilder<User>,
+    limits: UserLimits,
+) -> Result<(AuthenticatorBuilder<User>, UserLimits), Box<dyn Error>> {
+    if std::env::var_os("REDIS_URL").is_some() {
+        return Err("REDIS_URL is set, but this build has no Redis support: \
+                    run it with `cargo run --example websocket_rooms --features redis`"
+            .into());
+    }
+    Ok((auth, limits))
 }
 
 async fn run() -> Result<(), Box<dyn Error>> {
@@ -597,9 +601,13 @@ async fn run() -> Result<(), Box<dyn Error>> {
         .ok()
         .filter(|bytes| *bytes > 0)
         .ok_or("BYTES_PER_MINUTE must be a whole number from 1 to 4294967295")?;
-    let limits = serve::ServerLimits::from_env()?;
+    let server_limits = serve::ServerLimits::from_env()?;
 
-    let (sockets, messages, bytes) = limits_per_user(messages_per_minute, bytes_per_minute).await?;
+    let limits = UserLimits {
+        sockets: ConnectionLimit::new(MAX_SOCKETS_PER_USER)?,
+        messages: RateLimit::per_minute(messages_per_minute)?,
+        bytes: RateLimit::per_minute(bytes_per_minute)?,
+    };
 
     let passwords = PasswordHasher::new();
     let users = users(&passwords).await?;
@@ -607,16 +615,17 @@ async fn run() -> Result<(), Box<dyn Error>> {
         .passwords(passwords)
         .realm("websocket_rooms")
         .credentials(credentials)
-        .allowed_origins(allowed_origins(addr)?)
-        .build()?;
+        .allowed_origins(allowed_origins(addr)?);
+    let (auth, limits) = shared_state(auth, limits).await?;
+    let auth = auth.build()?;
     let state = AppState {
         auth,
         users,
         recheck_every: Duration::from_secs(recheck_secs),
         rooms: Rooms::default(),
-        sockets,
-        messages,
-        bytes,
+        sockets: limits.sockets,
+        messages: limits.messages,
+        bytes: limits.bytes,
     };
     let (messages, bytes) = (state.messages.clone(), state.bytes.clone());
     tokio::spawn(async move {
@@ -637,7 +646,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
     // failed logins by the client's address.
     serve::serve(
         listener,
-        limits,
+        server_limits,
         app(state),
         axum::extract::ConnectInfo,
         shutdown,

@@ -208,9 +208,28 @@ impl RefreshToken {
 }
 
 /// The BLAKE2b-256 hash of a refresh token: what a [`SharedStore`](crate::store::SharedStore) keys
-/// refresh tokens by.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// refresh tokens by. Serialized as its base64url text (43 characters; a
+/// family's JSON in a shared store holds one per token it ever spent, and
+/// serde's array of 32 numbers took about 100 bytes each).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TokenHash(pub [u8; 32]);
+
+impl Serialize for TokenHash {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for TokenHash {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        let mut bytes = [0u8; 32];
+        match Base64UrlUnpadded::decode(text.as_bytes(), &mut bytes) {
+            Ok(decoded) if decoded.len() == 32 => Ok(TokenHash(bytes)),
+            _ => Err(serde::de::Error::custom("not a base64url BLAKE2b-256 hash")),
+        }
+    }
+}
 
 impl fmt::Debug for TokenHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -395,6 +414,17 @@ mod tests {
             assert_eq!(RefreshToken::parse(malformed), None, "{malformed:?}");
         }
         assert!(!format!("{a:?}").contains(a.as_str()));
+    }
+
+    #[test]
+    fn token_hashes_serialize_as_base64url_text() {
+        let hash = RefreshToken::generate().unwrap().hash();
+        let json = serde_json::to_string(&hash).unwrap();
+        assert_eq!(json, format!("\"{hash}\""));
+        assert_eq!(serde_json::from_str::<TokenHash>(&json).unwrap(), hash);
+        for bad in ["\"\"", "\"abc\"", "[1,2,3]", &format!("\"{hash}A\"")] {
+            assert!(serde_json::from_str::<TokenHash>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

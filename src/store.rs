@@ -360,15 +360,21 @@ impl SharedStore for MemoryStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod conformance {
+    //! What every [`SharedStore`] must do, as tests generic over the store:
+    //! [`MemoryStore`]'s tests below and the Redis store's run the same.
+    //! `base` is the Unix time the scenario starts at (a store whose keys
+    //! expire by the real clock needs the real time).
+
     // Not `super::*`: `DynSharedStore`'s methods would shadow the trait's.
-    use super::{Duration, MemoryStore, SessionStatus, SharedStore};
+    use super::{Duration, SessionStatus, SharedStore};
     use crate::scope::Scopes;
     use crate::session::{Family, FamilyKey, RefreshToken, Rotation};
+    use crate::token::unix_now;
 
     const GRACE: Duration = Duration::from_secs(5);
 
-    fn family(token: &RefreshToken, sid: &str, subject: &str, now: u64) -> Family {
+    pub(crate) fn family(token: &RefreshToken, sid: &str, subject: &str, now: u64) -> Family {
         Family {
             sid: sid.to_owned(),
             subject: subject.to_owned(),
@@ -385,17 +391,23 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn rotation_grace_and_reuse() {
-        let store = MemoryStore::new();
-        let now = 1_000;
+    fn status(store: &impl SharedStore, sid: &str) -> SessionStatus {
+        store.session_status(sid).unwrap()
+    }
+
+    /// A fresh session id (stores may be shared by several tests).
+    fn sid(name: &str) -> String {
+        format!("{name}-{}", uuid::Uuid::new_v4().simple())
+    }
+
+    pub(crate) async fn rotation_grace_and_reuse(store: &impl SharedStore, now: u64) {
+        let s1 = sid("s1");
         let first = RefreshToken::generate().unwrap();
-        let fam = family(&first, "s1", "u", now);
+        let fam = family(&first, &s1, "u", now);
         let second = first.successor(&fam.key);
         store.create_family(fam.clone(), now + 1800).await.unwrap();
 
         let rotate = |presented: &RefreshToken, successor: &RefreshToken, at: u64| {
-            let store = store.clone();
             let (p, s) = (presented.hash(), successor.hash());
             async move { store.rotate(&p, &s, at, GRACE, at + 1800).await.unwrap() }
         };
@@ -414,134 +426,187 @@ mod tests {
             rotate(&second, &third, now + 20).await,
             Rotation::Rotated(_)
         ));
-        assert_eq!(
-            SharedStore::session_status(&store, "s1").unwrap(),
-            SessionStatus::Active
-        );
+        assert_eq!(status(store, &s1), SessionStatus::Active);
         // The first token after its successor was spent: reuse, even
         // within the grace window.
         assert!(matches!(
             rotate(&first, &second, now + 21).await,
             Rotation::Reused(_)
         ));
-        assert_eq!(
-            store.len(),
-            (1, 0),
-            "the family is gone, its session revoked"
-        );
+        // The family is gone, its session revoked.
+        assert_eq!(status(store, &s1), SessionStatus::Revoked);
+        assert_eq!(store.find_family(&third.hash()).await.unwrap(), None);
         assert!(matches!(
             rotate(&third, &third.successor(&fam.key), now + 22).await,
             Rotation::Unknown
         ));
     }
 
-    #[tokio::test]
-    async fn a_spent_token_after_the_grace_window_is_reuse() {
-        let store = MemoryStore::new();
+    pub(crate) async fn a_spent_token_after_the_grace_window_is_reuse(
+        store: &impl SharedStore,
+        now: u64,
+    ) {
         let first = RefreshToken::generate().unwrap();
-        let fam = family(&first, "s1", "u", 0);
+        let fam = family(&first, &sid("s1"), "u", now);
         let second = first.successor(&fam.key);
-        store.create_family(fam, 1800).await.unwrap();
+        store.create_family(fam, now + 1800).await.unwrap();
         let (a, b) = (first.hash(), second.hash());
         assert!(matches!(
-            store.rotate(&a, &b, 10, GRACE, 1810).await.unwrap(),
+            store
+                .rotate(&a, &b, now + 10, GRACE, now + 1810)
+                .await
+                .unwrap(),
             Rotation::Rotated(_)
         ));
         // Spent at 10 with a 5 s grace: 15 is the window's last second.
         assert!(matches!(
-            store.rotate(&a, &b, 15, GRACE, 1815).await.unwrap(),
+            store
+                .rotate(&a, &b, now + 15, GRACE, now + 1815)
+                .await
+                .unwrap(),
             Rotation::Replayed(_)
         ));
         assert!(matches!(
-            store.rotate(&a, &b, 16, GRACE, 1816).await.unwrap(),
+            store
+                .rotate(&a, &b, now + 16, GRACE, now + 1816)
+                .await
+                .unwrap(),
             Rotation::Reused(_)
         ));
     }
 
-    #[tokio::test]
-    async fn families_expire_when_idle_or_at_their_absolute_lifetime() {
-        let store = MemoryStore::new();
+    pub(crate) async fn families_expire_when_idle_or_at_their_absolute_lifetime(
+        store: &impl SharedStore,
+        now: u64,
+    ) {
         let first = RefreshToken::generate().unwrap();
-        let fam = family(&first, "s1", "u", 0);
+        let fam = family(&first, &sid("s1"), "u", now);
         let (a, b) = (first.hash(), first.successor(&fam.key).hash());
-        store.create_family(fam.clone(), 1800).await.unwrap();
+        store.create_family(fam.clone(), now + 1800).await.unwrap();
         assert_eq!(
-            store.rotate(&a, &b, 600, GRACE, 2400).await.unwrap(),
+            store
+                .rotate(&a, &b, now + 600, GRACE, now + 2400)
+                .await
+                .unwrap(),
             Rotation::Expired
         );
+        assert_eq!(store.find_family(&a).await.unwrap(), None, "forgotten");
 
         let mut fam = fam;
+        fam.sid = sid("s2");
         fam.idle_timeout = 10_000;
-        fam.absolute_expiry = 100;
-        store.create_family(fam, 1800).await.unwrap();
+        fam.absolute_expiry = now + 100;
+        store.create_family(fam, now + 1800).await.unwrap();
         assert_eq!(
-            store.rotate(&a, &b, 100, GRACE, 1900).await.unwrap(),
+            store
+                .rotate(&a, &b, now + 100, GRACE, now + 1900)
+                .await
+                .unwrap(),
             Rotation::Expired
         );
     }
 
-    #[tokio::test]
-    async fn logout_revokes_one_session_and_its_family_only() {
-        let store = MemoryStore::new();
+    pub(crate) async fn logout_revokes_one_session_and_its_family_only(store: &impl SharedStore) {
+        let (s1, s2, s3) = (sid("s1"), sid("s2"), sid("s3"));
         let (t1, t2) = (
             RefreshToken::generate().unwrap(),
             RefreshToken::generate().unwrap(),
         );
-        let now = crate::token::unix_now();
+        let now = unix_now();
         store
-            .create_family(family(&t1, "s1", "u", now), now + 1800)
+            .create_family(family(&t1, &s1, "u", now), now + 1800)
             .await
             .unwrap();
         store
-            .create_family(family(&t2, "s2", "u", now), now + 1800)
+            .create_family(family(&t2, &s2, "u", now), now + 1800)
             .await
             .unwrap();
-        store.revoke_session("s1", now + 1800).await.unwrap();
-        assert_eq!(
-            SharedStore::session_status(&store, "s1").unwrap(),
-            SessionStatus::Revoked
-        );
-        assert_eq!(
-            SharedStore::session_status(&store, "s2").unwrap(),
-            SessionStatus::Active
-        );
+        store.revoke_session(&s1, now + 1800).await.unwrap();
+        assert_eq!(status(store, &s1), SessionStatus::Revoked);
+        assert_eq!(status(store, &s2), SessionStatus::Active);
         assert_eq!(store.find_family(&t1.hash()).await.unwrap(), None);
         assert!(store.find_family(&t2.hash()).await.unwrap().is_some());
         // A revocation is forgotten once the tokens it covers have expired.
-        store.revoke_session("s3", now - 1).await.unwrap();
+        store.revoke_session(&s3, now - 1).await.unwrap();
+        assert_eq!(status(store, &s3), SessionStatus::Active);
+    }
+
+    /// For a store keeping at most 3 families per subject.
+    pub(crate) async fn a_subject_keeps_at_most_its_families(store: &impl SharedStore) {
+        let now = unix_now();
+        let subject = sid("u");
+        let mut tokens = Vec::new();
+        let sids: Vec<String> = (0..10).map(|i| sid(&format!("s{i}"))).collect();
+        for sid in &sids {
+            let token = RefreshToken::generate().unwrap();
+            store
+                .create_family(family(&token, sid, &subject, now), now + 1800)
+                .await
+                .unwrap();
+            tokens.push(token);
+        }
+        // The evicted families' sessions are revoked, the newest three live.
+        for (i, (sid, token)) in sids.iter().zip(&tokens).enumerate() {
+            let kept = i >= 7;
+            let expected = if kept {
+                SessionStatus::Active
+            } else {
+                SessionStatus::Revoked
+            };
+            assert_eq!(status(store, sid), expected, "session {i}");
+            assert_eq!(
+                store.find_family(&token.hash()).await.unwrap().is_some(),
+                kept,
+                "family {i}"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::conformance;
+    use super::{MemoryStore, SharedStore};
+    use crate::session::RefreshToken;
+
+    #[tokio::test]
+    async fn rotation_grace_and_reuse() {
+        let store = MemoryStore::new();
+        conformance::rotation_grace_and_reuse(&store, crate::token::unix_now()).await;
         assert_eq!(
-            SharedStore::session_status(&store, "s3").unwrap(),
-            SessionStatus::Active
+            store.len(),
+            (1, 0),
+            "the family is gone, its session revoked"
         );
+    }
+
+    #[tokio::test]
+    async fn a_spent_token_after_the_grace_window_is_reuse() {
+        conformance::a_spent_token_after_the_grace_window_is_reuse(&MemoryStore::new(), 0).await;
+    }
+
+    #[tokio::test]
+    async fn families_expire_when_idle_or_at_their_absolute_lifetime() {
+        conformance::families_expire_when_idle_or_at_their_absolute_lifetime(
+            &MemoryStore::new(),
+            0,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn logout_revokes_one_session_and_its_family_only() {
+        conformance::logout_revokes_one_session_and_its_family_only(&MemoryStore::new()).await;
     }
 
     #[tokio::test]
     async fn memory_stays_bounded_under_a_flood_of_logins() {
         let store = MemoryStore::new().max_families_per_subject(3);
-        let now = crate::token::unix_now();
-        let mut tokens = Vec::new();
-        for i in 0..10 {
-            let token = RefreshToken::generate().unwrap();
-            store
-                .create_family(family(&token, &format!("s{i}"), "u", now), now + 1800)
-                .await
-                .unwrap();
-            tokens.push(token);
-        }
+        conformance::a_subject_keeps_at_most_its_families(&store).await;
         let (revoked, families) = store.len();
         assert_eq!(families, 3);
         assert_eq!(revoked, 7, "the evicted families' sessions are revoked");
-        assert_eq!(
-            SharedStore::session_status(&store, "s0").unwrap(),
-            SessionStatus::Revoked
-        );
-        assert!(
-            store
-                .find_family(&tokens[9].hash())
-                .await
-                .unwrap()
-                .is_some()
-        );
-        assert_eq!(store.find_family(&tokens[0].hash()).await.unwrap(), None);
+        let token = RefreshToken::generate().unwrap();
+        assert_eq!(store.find_family(&token.hash()).await.unwrap(), None);
     }
 }
