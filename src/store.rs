@@ -566,8 +566,8 @@ pub(crate) mod conformance {
 #[cfg(test)]
 mod tests {
     use super::conformance;
-    use super::{MemoryStore, SharedStore};
-    use crate::session::RefreshToken;
+    use super::{Duration, MemoryStore, SessionStatus, SharedStore};
+    use crate::session::{RefreshToken, Rotation};
 
     #[tokio::test]
     async fn rotation_grace_and_reuse() {
@@ -597,6 +597,34 @@ mod tests {
     #[tokio::test]
     async fn logout_revokes_one_session_and_its_family_only() {
         conformance::logout_revokes_one_session_and_its_family_only(&MemoryStore::new()).await;
+    }
+
+    /// Expired revocations are swept out by the first write a minute after
+    /// the last sweep, not before, and unexpired ones stay.
+    #[tokio::test]
+    async fn expired_revocations_are_swept_once_a_minute() {
+        let store = MemoryStore::new();
+        assert!(store.is_empty());
+        let t = crate::token::unix_now() + 1000;
+        let nobody = RefreshToken::generate().unwrap().hash();
+        let rotate_at = |now: u64| store.rotate(&nobody, &nobody, now, Duration::ZERO, now);
+        // The first write sweeps (nothing yet) and sets the next sweep at t + 60.
+        assert_eq!(rotate_at(t).await.unwrap(), Rotation::Unknown);
+        store.revoke_session("expires", t + 5).await.unwrap();
+        store.revoke_session("stays", t + 1000).await.unwrap();
+        assert!(!store.is_empty());
+        rotate_at(t + 59).await.unwrap();
+        assert_eq!(store.len(), (2, 0), "no sweep before a minute has passed");
+        rotate_at(t + 60).await.unwrap();
+        assert_eq!(store.len(), (1, 0), "the expired revocation is swept");
+        assert_eq!(
+            SharedStore::session_status(&store, "stays").unwrap(),
+            SessionStatus::Revoked
+        );
+        assert_eq!(
+            format!("{store:?}"),
+            "MemoryStore { revoked_sessions: 1, families: 0, .. }"
+        );
     }
 
     #[tokio::test]
