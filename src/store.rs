@@ -611,19 +611,55 @@ mod tests {
         // The first write sweeps (nothing yet) and sets the next sweep at t + 60.
         assert_eq!(rotate_at(t).await.unwrap(), Rotation::Unknown);
         store.revoke_session("expires", t + 5).await.unwrap();
+        store
+            .revoke_session("ends at the sweep", t + 60)
+            .await
+            .unwrap();
         store.revoke_session("stays", t + 1000).await.unwrap();
+        let (old, new) = (
+            RefreshToken::generate().unwrap(),
+            RefreshToken::generate().unwrap(),
+        );
+        let mut ending = conformance::family(&old, "ending", "u", t);
+        ending.absolute_expiry = t + 60;
+        store.create_family(ending, t + 60).await.unwrap();
+        let lasting = conformance::family(&new, "lasting", "u", t);
+        store.create_family(lasting, t + 3600).await.unwrap();
         assert!(!store.is_empty());
         rotate_at(t + 59).await.unwrap();
-        assert_eq!(store.len(), (2, 0), "no sweep before a minute has passed");
+        assert_eq!(store.len(), (3, 2), "no sweep before a minute has passed");
         rotate_at(t + 60).await.unwrap();
-        assert_eq!(store.len(), (1, 0), "the expired revocation is swept");
+        assert_eq!(
+            store.len(),
+            (1, 1),
+            "what ended by t + 60 is swept, what lasts stays"
+        );
+        assert!(store.find_family(&new.hash()).await.unwrap().is_some());
         assert_eq!(
             SharedStore::session_status(&store, "stays").unwrap(),
             SessionStatus::Revoked
         );
         assert_eq!(
             format!("{store:?}"),
-            "MemoryStore { revoked_sessions: 1, families: 0, .. }"
+            "MemoryStore { revoked_sessions: 1, families: 1, .. }"
+        );
+    }
+
+    /// A revocation covers tokens that expire before `until`: at `until`
+    /// itself the session is active again.
+    #[tokio::test]
+    async fn a_revocation_ends_at_its_until() {
+        let store = MemoryStore::new();
+        let now = crate::token::unix_now();
+        store.revoke_session("s", now).await.unwrap();
+        assert_eq!(
+            SharedStore::session_status(&store, "s").unwrap(),
+            SessionStatus::Active
+        );
+        store.revoke_session("s", now + 60).await.unwrap();
+        assert_eq!(
+            SharedStore::session_status(&store, "s").unwrap(),
+            SessionStatus::Revoked
         );
     }
 
