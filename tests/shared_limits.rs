@@ -1,8 +1,10 @@
 //! Limits shared by an app's instances through Redis (issue 18): two
 //! servers, one Redis. The socket cap, the byte budget and the login
 //! throttle through the real examples (`websocket_rooms`, `password_flow`)
-//! run twice with `REDIS_URL`; the rate guard through two in-process
-//! servers; a dead instance's sockets; and Redis going away (fail closed).
+//! run twice with `REDIS_URL` (and `websocket_rooms`' shared sessions: a
+//! logout on one instance closes the socket on the other); the rate guard
+//! through two in-process servers; a dead instance's sockets; and Redis
+//! going away (fail closed).
 //!
 //! Each example pair gets a private `redis-server` (nothing shared with
 //! other tests, and killable); the in-process servers use the Redis at
@@ -384,4 +386,37 @@ async fn shared_limits_fail_closed_when_redis_is_unreachable() {
         tokio::time::sleep(POLL_EVERY).await;
     }
     assert!(back, "the shared limit never came back with Redis");
+}
+
+/// With `REDIS_URL`, `websocket_rooms` shares its sessions too: a logout
+/// on one instance closes the session's socket on the other with 4001 at
+/// its next re-check, and the other instance refuses the token from then
+/// on.
+#[tokio::test]
+async fn a_logout_on_one_instance_closes_the_sessions_socket_on_the_other() {
+    const TEST: &str = "a_logout_on_one_instance_closes_the_sessions_socket_on_the_other";
+    let Some(redis) = RedisServer::start(TEST).await else {
+        return;
+    };
+    let a = rooms(&redis, &[("RECHECK_SECS", "1")]);
+    let b = rooms(&redis, &[("RECHECK_SECS", "1")]);
+    let token = token(&a, "full").await;
+    let mut socket = open(&b, &token).await.expect("the socket opens on B");
+
+    let response = client()
+        .post(a.url("/logout"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    assert_eq!(close_code(&mut socket).await, 4001);
+    let me = client()
+        .get(b.url("/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 401);
+    assert_eq!(open(&b, &token).await.err(), Some(401));
 }
