@@ -324,6 +324,11 @@ mod tests {
         assert!(g.is_allowed("https://app.example.com"));
         assert!(!g.is_allowed("http://app.example.com"));
         assert!(!g.is_allowed("http://h"));
+        // `:80` is http's default port: the origin a browser sends has none.
+        let g = OriginGuard::new(["http://h:80"]).unwrap();
+        assert_eq!(g.allowed().collect::<Vec<_>>(), ["http://h"]);
+        assert!(g.is_allowed("http://h"));
+        assert!(g.is_allowed("http://h:80"));
     }
 
     #[test]
