@@ -306,3 +306,38 @@ impl RedisStore {
 pub(crate) fn store_error(error: redis::RedisError) -> StoreError {
     StoreError(Box::new(error))
 }
+
+/// For the tests of this module's parts: the Redis at `REDIS_URL` (default
+/// `redis://127.0.0.1:6379`). Skipped with a notice when it is
+/// unreachable, failing under `CI=true`.
+#[cfg(test)]
+pub(crate) mod test_redis {
+    use std::time::Duration;
+
+    use super::{RedisStore, RedisStoreBuilder};
+
+    pub(crate) fn url() -> String {
+        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+    }
+
+    /// A store on a prefix of its own, with `options`; `None` (after a
+    /// notice) when Redis is unreachable outside CI.
+    pub(crate) async fn store(
+        test: &str,
+        options: impl FnOnce(RedisStoreBuilder) -> RedisStoreBuilder,
+    ) -> Option<RedisStore> {
+        let prefix = format!("test-{test}-{}", uuid::Uuid::new_v4().simple());
+        let builder = options(RedisStore::builder(url()).prefix(prefix));
+        let connected = tokio::time::timeout(Duration::from_secs(5), builder.connect()).await;
+        match connected {
+            Ok(Ok(store)) => Some(store),
+            failed if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!("{test}: Redis is unreachable under CI=true: {failed:?}")
+            }
+            failed => {
+                eprintln!("SKIPPED {test}: Redis is unreachable ({failed:?}); set REDIS_URL");
+                None
+            }
+        }
+    }
+}

@@ -208,22 +208,7 @@ mod tests {
     use super::*;
 
     async fn store(test: &str) -> Option<RedisStore> {
-        let url =
-            std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-        let connected = tokio::time::timeout(Duration::from_secs(5), RedisStore::connect(&url))
-            .await
-            .map_err(|_| StoreError::new("connect timed out"))
-            .and_then(|store| store);
-        match connected {
-            Ok(store) => Some(store),
-            Err(error) if std::env::var("CI").as_deref() == Ok("true") => {
-                panic!("{test}: Redis at {url} is unreachable under CI=true: {error:?}")
-            }
-            Err(error) => {
-                eprintln!("SKIPPED {test}: Redis at {url} is unreachable ({error:?})");
-                None
-            }
-        }
+        crate::redis::test_redis::store(test, |builder| builder).await
     }
 
     fn key(test: &str) -> String {

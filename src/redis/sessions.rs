@@ -192,35 +192,18 @@ mod tests {
     use std::time::Duration;
 
     use super::RedisStore;
+    use crate::redis::test_redis;
     use crate::session::{RefreshToken, Rotation};
     use crate::store::conformance::{self, family};
     use crate::store::{SessionStatus, SharedStore};
     use crate::token::unix_now;
 
-    /// A store on its own prefix, or `None` (with a notice) when Redis is
-    /// unreachable outside CI.
+    /// A store on its own prefix keeping `max_families` per subject.
     async fn store(test: &str, max_families: usize) -> Option<RedisStore> {
-        let url =
-            std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-        let prefix = format!("test-{test}-{}", uuid::Uuid::new_v4().simple());
-        let connected = tokio::time::timeout(
-            Duration::from_secs(5),
-            RedisStore::builder(url)
-                .prefix(prefix)
-                .max_families_per_subject(max_families)
-                .connect(),
-        )
-        .await;
-        match connected {
-            Ok(Ok(store)) => Some(store),
-            failed if std::env::var("CI").as_deref() == Ok("true") => {
-                panic!("{test}: Redis is unreachable under CI=true: {failed:?}")
-            }
-            failed => {
-                eprintln!("SKIPPED {test}: Redis is unreachable ({failed:?}); set REDIS_URL");
-                None
-            }
-        }
+        test_redis::store(test, |builder| {
+            builder.max_families_per_subject(max_families)
+        })
+        .await
     }
 
     #[tokio::test]
@@ -308,7 +291,7 @@ mod tests {
         let Some(a) = store("reach", 100).await else {
             return;
         };
-        let b = RedisStore::builder(redis_url())
+        let b = RedisStore::builder(test_redis::url())
             .prefix(a.inner.prefix.clone())
             .connect()
             .await
@@ -344,10 +327,6 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("the follower task outlived its store");
-    }
-
-    fn redis_url() -> String {
-        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
     }
 
     async fn futures_join_all<F: std::future::Future + Send + 'static>(
