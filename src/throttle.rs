@@ -963,51 +963,38 @@ mod tests {
             .unwrap()
     }
 
+    /// A login for `username` from `client` that passes the throttle, then fails.
+    async fn fail(throttle: &LoginThrottle, username: &str, client: Option<&str>) {
+        let attempt = throttle.check(username, client).await.unwrap();
+        attempt.failed().await;
+    }
+
+    /// A login for `username` from `client` that passes the throttle, then succeeds.
+    async fn succeed(throttle: &LoginThrottle, username: &str, client: Option<&str>) {
+        let attempt = throttle.check(username, client).await.unwrap();
+        attempt.succeeded().await;
+    }
+
     #[tokio::test]
     async fn failures_spend_the_pair_budget_and_a_success_gives_it_back() {
         let throttle = small(3);
         for _ in 0..3 {
-            throttle
-                .check("johndoe", Some("a"))
-                .await
-                .unwrap()
-                .failed()
-                .await;
+            fail(&throttle, "johndoe", Some("a")).await;
         }
         let refused = throttle.check("johndoe", Some("a")).await.unwrap_err();
         assert!(refused.retry_after() > Duration::ZERO);
         assert!(refused.retry_after() <= Duration::from_secs(20));
         // Another client, another pair; case variants are the same name.
-        throttle
-            .check("JohnDoe", Some("b"))
-            .await
-            .unwrap()
-            .succeeded()
-            .await;
+        succeed(&throttle, "JohnDoe", Some("b")).await;
         assert!(throttle.check("JOHNDOE", Some("a")).await.is_err());
 
         let throttle = small(3);
         for _ in 0..2 {
-            throttle
-                .check("johndoe", Some("a"))
-                .await
-                .unwrap()
-                .failed()
-                .await;
+            fail(&throttle, "johndoe", Some("a")).await;
         }
-        throttle
-            .check("johndoe", Some("a"))
-            .await
-            .unwrap()
-            .succeeded()
-            .await;
+        succeed(&throttle, "johndoe", Some("a")).await;
         for _ in 0..3 {
-            throttle
-                .check("johndoe", Some("a"))
-                .await
-                .unwrap()
-                .failed()
-                .await;
+            fail(&throttle, "johndoe", Some("a")).await;
         }
         assert!(throttle.check("johndoe", Some("a")).await.is_err());
     }
@@ -1023,18 +1010,8 @@ mod tests {
         );
         drop(first);
         drop(second);
-        throttle
-            .check("johndoe", Some("a"))
-            .await
-            .unwrap()
-            .failed()
-            .await;
-        throttle
-            .check("johndoe", Some("a"))
-            .await
-            .unwrap()
-            .failed()
-            .await;
+        fail(&throttle, "johndoe", Some("a")).await;
+        fail(&throttle, "johndoe", Some("a")).await;
         assert!(throttle.check("johndoe", Some("a")).await.is_err());
     }
 
@@ -1044,24 +1021,14 @@ mod tests {
         // Per username: 4 failures from 2 clients.
         for client in ["a", "b"] {
             for _ in 0..2 {
-                throttle
-                    .check("johndoe", Some(client))
-                    .await
-                    .unwrap()
-                    .failed()
-                    .await;
+                fail(&throttle, "johndoe", Some(client)).await;
             }
         }
         assert!(throttle.check("johndoe", Some("c")).await.is_err());
         // Per client: 6 failures over 3 usernames.
         for username in ["u1", "u2", "u3"] {
             for _ in 0..2 {
-                throttle
-                    .check(username, Some("z"))
-                    .await
-                    .unwrap()
-                    .failed()
-                    .await;
+                fail(&throttle, username, Some("z")).await;
             }
         }
         assert!(throttle.check("u4", Some("z")).await.is_err());
@@ -1069,12 +1036,7 @@ mod tests {
         // Without a client, the username budget alone.
         let throttle = small(2);
         for _ in 0..4 {
-            throttle
-                .check("johndoe", None)
-                .await
-                .unwrap()
-                .failed()
-                .await;
+            fail(&throttle, "johndoe", None).await;
         }
         assert!(throttle.check("johndoe", None).await.is_err());
     }
